@@ -1,9 +1,343 @@
-// Python bindings of the compiled core (filled in by the packed-runtime work).
+// Python bindings of the compiled core: thin, GIL released around every kernel call.
+// Arrays must be C-contiguous numpy arrays of the documented dtype; anything else is
+// refused with a clear error (no silent copies or conversions).
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "core.h"
+#include "dispatch.h"
 
 namespace nb = nanobind;
+using namespace xnorpp;
+
+namespace {
+
+using InArray = nb::ndarray<nb::ro>;
+
+const char* dtype_name(nb::dlpack::dtype dt) {
+    if (dt == nb::dtype<float>()) return "float32";
+    if (dt == nb::dtype<double>()) return "float64";
+    if (dt == nb::dtype<uint32_t>()) return "uint32";
+    if (dt == nb::dtype<int32_t>()) return "int32";
+    if (dt == nb::dtype<int64_t>()) return "int64";
+    if (dt == nb::dtype<uint8_t>()) return "uint8";
+    return "another dtype";
+}
+
+template <class T>
+const char* expected_name() {
+    if constexpr (std::is_same_v<T, float>) return "float32";
+    if constexpr (std::is_same_v<T, uint32_t>) return "uint32";
+    return "?";
+}
+
+// Checks dtype, dimensions and C-contiguity; returns the data pointer.
+template <class T>
+const T* checked(const InArray& a, const char* what, std::initializer_list<size_t> ndims) {
+    if (a.device_type() != nb::device::cpu::value)
+        throw std::invalid_argument(std::string(what) + ": expected a CPU (numpy) array");
+    if (a.dtype() != nb::dtype<T>())
+        throw nb::type_error((std::string(what) + ": expected dtype " + expected_name<T>() + ", got " +
+                              dtype_name(a.dtype()))
+                                 .c_str());
+    bool ndim_ok = false;
+    std::string valid;
+    for (size_t d : ndims) {
+        ndim_ok |= a.ndim() == d;
+        valid += (valid.empty() ? "" : " or ") + std::to_string(d);
+    }
+    if (!ndim_ok)
+        throw std::invalid_argument(std::string(what) + ": expected " + valid + " dimensions, got " +
+                                    std::to_string(a.ndim()));
+    int64_t expect = 1;
+    for (size_t i = a.ndim(); i-- > 0;) {
+        if (a.shape(i) != 1 && a.stride(i) != expect)
+            throw std::invalid_argument(std::string(what) +
+                                        ": array is not C-contiguous; pass numpy.ascontiguousarray(x)");
+        expect *= static_cast<int64_t>(a.shape(i));
+    }
+    return static_cast<const T*>(a.data());
+}
+
+template <class T>
+nb::ndarray<nb::numpy, T> new_array(const std::vector<size_t>& shape, T** data) {
+    size_t n = 1;
+    for (size_t s : shape) n *= s;
+    T* buf = new T[n > 0 ? n : 1]();
+    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    *data = buf;
+    return nb::ndarray<nb::numpy, T>(buf, shape.size(), shape.data(), owner);
+}
+
+std::vector<float> optional_vector(const std::optional<InArray>& a, const char* what, size_t size) {
+    if (!a) return {};
+    const float* p = checked<float>(*a, what, {1, 2, 3});
+    if (a->size() != size)
+        throw std::invalid_argument(std::string(what) + ": expected " + std::to_string(size) + " values, got " +
+                                    std::to_string(a->size()));
+    return std::vector<float>(p, p + size);
+}
+
+const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// Pack float activations ([N,C,H,W] / [N,H,W,C] / [N,C]) to packed NHWC words.
+nb::ndarray<nb::numpy, uint32_t> pack(const InArray& x, const std::string& layout, int64_t groups,
+                                      const std::optional<InArray>& mul, const std::optional<InArray>& add) {
+    const float* data = checked<float>(x, "pack: x", {2, 4});
+    if (layout != "nhwc" && layout != "nchw")
+        throw std::invalid_argument("pack: layout must be 'nhwc' or 'nchw', got '" + layout + "'");
+    int64_t n = x.shape(0), c, h = 1, w = 1;
+    const bool nchw = x.ndim() == 4 && layout == "nchw";
+    if (x.ndim() == 2) c = x.shape(1);
+    else if (nchw) c = x.shape(1), h = x.shape(2), w = x.shape(3);
+    else h = x.shape(1), w = x.shape(2), c = x.shape(3);
+    if (groups < 1 || c % groups != 0)
+        throw std::invalid_argument("pack: channels (" + std::to_string(c) + ") must be divisible by groups (" +
+                                    std::to_string(groups) + ")");
+    std::vector<float> m = optional_vector(mul, "pack: scale", c), a = optional_vector(add, "pack: shift", c);
+    const int64_t pw = groups * words_for(c / groups);
+    uint32_t* out;
+    std::vector<size_t> shape = x.ndim() == 2 ? std::vector<size_t>{size_t(n), size_t(pw)}
+                                              : std::vector<size_t>{size_t(n), size_t(h), size_t(w), size_t(pw)};
+    auto result = new_array<uint32_t>(shape, &out);
+    bool ok;
+    {
+        nb::gil_scoped_release release;
+        const IsaKernels* k = current_isa();
+        if (nchw) {  // gather to NHWC first
+            std::vector<float> t(static_cast<size_t>(n * h * w * c));
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t cc = 0; cc < c; ++cc)
+                    for (int64_t p = 0; p < h * w; ++p) t[(i * h * w + p) * c + cc] = data[(i * c + cc) * h * w + p];
+            ok = k->pack(t.data(), n * h * w, c, groups, ptr_or_null(m), ptr_or_null(a), out);
+        } else {
+            ok = k->pack(data, n * h * w, c, groups, ptr_or_null(m), ptr_or_null(a), out);
+        }
+    }
+    if (!ok)
+        throw std::invalid_argument("pack: input contains NaN; a NaN has no sign (the packed runtime refuses it)");
+    return result;
+}
+
+nb::ndarray<nb::numpy, uint32_t> pack_weights(const InArray& w) {
+    const float* data = checked<float>(w, "pack_weights: w", {2, 4});
+    const int64_t o = w.shape(0), cg = w.shape(1), kh = w.ndim() == 4 ? w.shape(2) : 1,
+                  kw = w.ndim() == 4 ? w.shape(3) : 1;
+    for (size_t i = 0; i < w.size(); ++i)
+        if (data[i] != data[i]) throw std::invalid_argument("pack_weights: weights contain NaN");
+    uint32_t* out;
+    auto result = new_array<uint32_t>({size_t(o), size_t(kh), size_t(kw), size_t(words_for(cg))}, &out);
+    pack_weights_oihw(data, o, cg, kh, kw, out);
+    return result;
+}
+
+// A binary convolution with its weights blocked for one instruction set and its folded output stage.
+class BinaryConv {
+public:
+    BinaryConv(const InArray& weights, int64_t in_channels, int64_t groups, std::array<int64_t, 2> stride,
+               std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation, double pad_value,
+               const std::optional<InArray>& scale, const std::optional<InArray>& scale_map,
+               const std::optional<InArray>& bias, const std::optional<InArray>& slope,
+               const std::optional<InArray>& post_mul, const std::optional<InArray>& post_add,
+               const std::optional<std::string>& isa) {
+        const uint32_t* words = checked<uint32_t>(weights, "BinaryConv: weights", {4});
+        o_ = weights.shape(0);
+        kh_ = weights.shape(1);
+        kw_ = weights.shape(2);
+        groups_ = groups;
+        c_ = in_channels;
+        if (groups < 1 || in_channels < 1 || in_channels % groups || o_ % groups)
+            throw std::invalid_argument("BinaryConv: in_channels (" + std::to_string(in_channels) + ") and out_channels (" +
+                                        std::to_string(o_) + ") must be positive multiples of groups (" +
+                                        std::to_string(groups) + ")");
+        if (int64_t(weights.shape(3)) != words_for(in_channels / groups))
+            throw std::invalid_argument("BinaryConv: weights have " + std::to_string(weights.shape(3)) +
+                                        " words per tap, expected " + std::to_string(words_for(in_channels / groups)));
+        if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1)
+            throw std::invalid_argument("BinaryConv: stride and dilation must be >= 1");
+        for (auto p : padding)
+            if (p < 0) throw std::invalid_argument("BinaryConv: padding must be >= 0");
+        if (pad_value == 0.0) pad_ = PadMode::Zero;
+        else if (pad_value == 1.0) pad_ = PadMode::PlusOne;
+        else if (pad_value == -1.0) pad_ = PadMode::MinusOne;
+        else throw std::invalid_argument("BinaryConv: pad_value must be 0, 1 or -1");
+        stride_ = stride;
+        padding_ = padding;
+        dilation_ = dilation;
+        kernels_ = isa ? isa_by_name(*isa) : current_isa();
+        if (isa && !isa_supported(*isa))
+            throw std::runtime_error("BinaryConv: instruction set '" + *isa + "' is not supported by this CPU");
+        scale_ = optional_vector(scale, "BinaryConv: scale", o_);
+        bias_ = optional_vector(bias, "BinaryConv: bias", o_);
+        slope_ = optional_vector(slope, "BinaryConv: slope", o_);
+        post_mul_ = optional_vector(post_mul, "BinaryConv: post_mul", o_);
+        post_add_ = optional_vector(post_add, "BinaryConv: post_add", o_);
+        if (scale_map) {
+            const float* p = checked<float>(*scale_map, "BinaryConv: scale_map", {3});
+            if (int64_t(scale_map->shape(2)) != o_)
+                throw std::invalid_argument("BinaryConv: scale_map must have shape (OH, OW, out_channels)");
+            map_h_ = scale_map->shape(0);
+            map_w_ = scale_map->shape(1);
+            scale_map_.assign(p, p + scale_map->size());
+        }
+        prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, kernels_->lanes);
+    }
+
+    std::array<int64_t, 2> output_size(int64_t h, int64_t w) const {
+        auto len = [](int64_t l, int64_t k, int64_t s, int64_t p0, int64_t p1, int64_t d) -> int64_t {
+            const int64_t span = d * (k - 1) + 1, padded = l + p0 + p1;
+            return padded < span ? 0 : (padded - span) / s + 1;
+        };
+        return {len(h, kh_, stride_[0], padding_[0], padding_[1], dilation_[0]),
+                len(w, kw_, stride_[1], padding_[2], padding_[3], dilation_[1])};
+    }
+
+    nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {
+        const uint32_t* xd = checked<uint32_t>(x, "BinaryConv.forward: x", {2, 4});
+        ConvShape s;
+        s.n = x.shape(0);
+        s.h = x.ndim() == 4 ? x.shape(1) : 1;
+        s.w = x.ndim() == 4 ? x.shape(2) : 1;
+        s.c = c_;
+        s.o = o_;
+        s.kh = kh_;
+        s.kw = kw_;
+        s.sh = stride_[0];
+        s.sw = stride_[1];
+        s.dh = dilation_[0];
+        s.dw = dilation_[1];
+        s.pt = padding_[0];
+        s.pl = padding_[2];
+        s.groups = groups_;
+        s.pad = pad_;
+        const int64_t words = int64_t(x.shape(x.ndim() - 1));
+        if (words != s.pixel_words())
+            throw std::invalid_argument("BinaryConv.forward: x has " + std::to_string(words) +
+                                        " words per pixel, expected " + std::to_string(s.pixel_words()) + " (" +
+                                        std::to_string(c_) + " channels in " + std::to_string(groups_) +
+                                        " groups)");
+        const auto osz = output_size(s.h, s.w);
+        s.oh = osz[0];
+        s.ow = osz[1];
+        if (s.oh < 1 || s.ow < 1)
+            throw std::invalid_argument("BinaryConv.forward: input " + std::to_string(s.h) + "x" + std::to_string(s.w) +
+                                        " is smaller than the kernel span");
+        Stage st;
+        st.scale_o = ptr_or_null(scale_);
+        st.bias = ptr_or_null(bias_);
+        st.slope = ptr_or_null(slope_);
+        st.post_mul = ptr_or_null(post_mul_);
+        st.post_add = ptr_or_null(post_add_);
+        if (!scale_map_.empty()) {
+            if (map_h_ != s.oh || map_w_ != s.ow)
+                throw std::invalid_argument("BinaryConv.forward: the layer's spatial scale was built for output " +
+                                            std::to_string(map_h_) + "x" + std::to_string(map_w_) + ", this input gives " +
+                                            std::to_string(s.oh) + "x" + std::to_string(s.ow));
+            st.scale_map = scale_map_.data();
+        }
+        if (kmap) {
+            st.kmap = checked<float>(*kmap, "BinaryConv.forward: kmap", {1, 2, 3});
+            if (int64_t(kmap->size()) != s.n * s.oh * s.ow)
+                throw std::invalid_argument("BinaryConv.forward: kmap must hold N*OH*OW values");
+        }
+        const bool flat = x.ndim() == 2;
+        const size_t n = size_t(s.n), oh = size_t(s.oh), ow = size_t(s.ow);
+        auto shape_for = [&](size_t last) {
+            return flat ? std::vector<size_t>{n, last} : std::vector<size_t>{n, oh, ow, last};
+        };
+        nb::object result;
+        if (out == "float") {
+            st.mode = OutMode::Float;
+            float* p;
+            result = nb::cast(new_array<float>(shape_for(size_t(o_)), &p));
+            st.out = p;
+        } else if (out == "int32") {
+            st.mode = OutMode::Int32;
+            int32_t* p;
+            result = nb::cast(new_array<int32_t>(shape_for(size_t(o_)), &p));
+            st.out = p;
+        } else if (out == "packed") {
+            if (groups_ != 1) throw std::invalid_argument("BinaryConv.forward: packed output needs groups == 1");
+            st.mode = OutMode::Packed;
+            uint32_t* p;
+            result = nb::cast(new_array<uint32_t>(shape_for(size_t(words_for(o_))), &p));
+            st.out = p;
+        } else {
+            throw std::invalid_argument("BinaryConv.forward: out must be 'float', 'int32' or 'packed', got '" + out + "'");
+        }
+        {
+            nb::gil_scoped_release release;
+            kernels_->conv(s, xd, prepared_.blocks.data(), prepared_.tapsum.data(), st);
+        }
+        return result;
+    }
+
+    std::string isa() const { return kernels_->name; }
+    int64_t out_channels() const { return o_; }
+    int64_t in_channels() const { return c_; }
+    int64_t groups() const { return groups_; }
+
+private:
+    int64_t o_, c_, kh_, kw_, groups_;
+    std::array<int64_t, 2> stride_, dilation_;
+    std::array<int64_t, 4> padding_;
+    PadMode pad_;
+    const IsaKernels* kernels_;
+    PreparedWeights prepared_;
+    std::vector<float> scale_, scale_map_, bias_, slope_, post_mul_, post_add_;
+    int64_t map_h_ = 0, map_w_ = 0;
+};
+
+}  // namespace
 
 NB_MODULE(_core, m) {
-    m.doc() = "xnorpp compiled core: packed binary kernels";
+    m.doc() = "xnorpp compiled core: bit packing, binary convolution / GEMM, fused output stage";
+    init_isa_from_env();
     m.def("version", []() { return 1; }, "ABI version of the compiled core.");
+    m.def("isa", []() { return std::string(current_isa()->name); }, "Instruction set in use.");
+    m.def("set_isa", &select_isa, nb::arg("name"),
+          "Use 'avx512', 'avx2', 'portable' or 'auto' (the best this CPU supports) for new layers.");
+    m.def("isa_names", &isa_names, "All instruction-set paths compiled in.");
+    m.def("supported_isas", []() {
+        std::vector<std::string> out;
+        for (const auto& n : isa_names())
+            if (isa_supported(n)) out.push_back(n);
+        return out;
+    }, "Instruction-set paths this CPU can run.");
+    m.def("num_threads", &num_threads, "Threads used by the kernels.");
+    m.def("set_num_threads", &set_num_threads, nb::arg("threads"), "Set the number of kernel threads (>= 1).");
+    m.def("pack", &pack, nb::arg("x"), nb::arg("layout") = "nhwc", nb::arg("groups") = 1,
+          nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
+          "Pack float32 activations (N,H,W,C), (N,C,H,W) with layout='nchw', or (N,C) into uint32 words "
+          "(NHWC, LSB-first, bit 1 <=> value < 0); value = x*scale + shift per channel when given.");
+    m.def("pack_weights", &pack_weights, nb::arg("w"),
+          "Pack float32 weights (O, C/groups, KH, KW) or (O, C) into uint32 words (O, KH, KW, words).");
+    nb::class_<BinaryConv>(m, "BinaryConv")
+        .def(nb::init<const InArray&, int64_t, int64_t, std::array<int64_t, 2>, std::array<int64_t, 4>,
+                      std::array<int64_t, 2>, double, const std::optional<InArray>&, const std::optional<InArray>&,
+                      const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
+                      const std::optional<InArray>&, const std::optional<std::string>&>(),
+             nb::arg("weights"), nb::arg("in_channels"), nb::arg("groups") = 1,
+             nb::arg("stride") = std::array<int64_t, 2>{1, 1}, nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0},
+             nb::arg("dilation") = std::array<int64_t, 2>{1, 1}, nb::arg("pad_value") = 0.0,
+             nb::arg("scale") = nb::none(), nb::arg("scale_map") = nb::none(), nb::arg("bias") = nb::none(),
+             nb::arg("slope") = nb::none(), nb::arg("post_mul") = nb::none(), nb::arg("post_add") = nb::none(),
+             nb::arg("isa") = nb::none(),
+             "Binary convolution on packed NHWC input; padding is (top, bottom, left, right).")
+        .def("forward", &BinaryConv::forward, nb::arg("x"), nb::arg("kmap") = nb::none(), nb::arg("out") = "float",
+             "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'.")
+        .def("output_size", &BinaryConv::output_size, nb::arg("h"), nb::arg("w"))
+        .def_prop_ro("isa", &BinaryConv::isa)
+        .def_prop_ro("out_channels", &BinaryConv::out_channels)
+        .def_prop_ro("in_channels", &BinaryConv::in_channels)
+        .def_prop_ro("groups", &BinaryConv::groups);
 }

@@ -1,0 +1,102 @@
+// Shared declarations of the compiled core: shapes, the fused output stage, the
+// per-instruction-set kernel table and the thread pool.
+//
+// Packed layout (DESIGN.md §4): activations NHWC, the channels of each group
+// packed LSB-first into 32-bit words (bit 1 <=> x < 0, sign(0) = +1), unused
+// bits 0. A pixel holds groups * words_per_group words. Weights are packed the
+// same way per output channel and tap: [O][KH][KW][words_per_group].
+#pragma once
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+namespace xnorpp {
+
+enum class PadMode : int { Zero = 0, PlusOne = 1, MinusOne = 2 };
+enum class OutMode : int { Float = 0, Int32 = 1, Packed = 2 };
+
+inline int64_t words_for(int64_t bits) { return (bits + 31) / 32; }
+
+struct ConvShape {
+    int64_t n = 1, h = 1, w = 1, c = 1;  // input (NHWC)
+    int64_t o = 1, kh = 1, kw = 1;        // output channels, kernel
+    int64_t sh = 1, sw = 1, dh = 1, dw = 1;
+    int64_t pt = 0, pl = 0;               // top / left padding (bottom / right are implied by oh, ow)
+    int64_t groups = 1, oh = 1, ow = 1;
+    PadMode pad = PadMode::Zero;
+
+    int64_t cg() const { return c / groups; }
+    int64_t og() const { return o / groups; }
+    int64_t cw() const { return words_for(cg()); }         // words per group and pixel
+    int64_t pixel_words() const { return groups * cw(); }  // words per input pixel
+    int64_t taps() const { return kh * kw; }
+};
+
+// y = dot * scale + bias, then PReLU, then (for packed output) z = y*post_mul + post_add, bit = z < 0.
+// scale = scale_map[p, o] if given, else scale_o[o] (or 1) times kmap[n, p] (or 1).
+struct Stage {
+    const float* scale_o = nullptr;    // [O]
+    const float* scale_map = nullptr;  // [OH*OW, O] (spatial Γ shapes, folded)
+    const float* kmap = nullptr;       // [N*OH*OW]  (XNOR-Net's K, per input)
+    const float* bias = nullptr;       // [O]
+    const float* slope = nullptr;      // [O] PReLU
+    const float* post_mul = nullptr;   // [O] affine before packing the output
+    const float* post_add = nullptr;   // [O]
+    OutMode mode = OutMode::Float;
+    void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
+};
+
+struct IsaKernels {
+    const char* name;
+    int lanes;  // output channels per register tile (the weight block width)
+    // Pack NHWC floats ([npix][c]) into words; optional per-channel affine first. Returns false on NaN.
+    bool (*pack)(const float* x, int64_t npix, int64_t c, int64_t groups, const float* mul, const float* add,
+                 uint32_t* out);
+    // Binary convolution on packed input with ISA-blocked weights (see block_weights).
+    void (*conv)(const ConvShape& s, const uint32_t* x, const uint32_t* wblocks, const int32_t* tapsum,
+                 const Stage& st);
+};
+
+const IsaKernels* kernels_avx512();
+const IsaKernels* kernels_avx2();
+const IsaKernels* kernels_portable();
+
+// Thread pool with passive waiting (condition variables, never spinning).
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace xnorpp
+
+namespace xnorpp {
+
+// Population count without a library call (the portable path is built without -mpopcnt).
+inline uint32_t popcount32_swar(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0fu;
+    return (x * 0x01010101u) >> 24;
+}
+
+// Pack up to 32 floats (optionally v = x*mul + add, two roundings like numpy) into one word.
+// Returns true when a value is NaN.
+inline bool pack_word_scalar(const float* x, int count, const float* mul, const float* add, uint32_t& word) {
+    uint32_t bits = 0;
+    bool nan = false;
+    for (int i = 0; i < count; ++i) {
+        float v = x[i];
+        if (mul) v = v * mul[i];
+        if (add) v = v + add[i];
+        nan |= (v != v);
+        bits |= static_cast<uint32_t>(v < 0.0f) << i;
+    }
+    word = bits;
+    return nan;
+}
+
+}  // namespace xnorpp

@@ -1,0 +1,224 @@
+// Instruction-set dispatch (chosen once from the CPU, or forced by XNORPP_ISA), the thread
+// pool, and the ISA-independent weight preparation.
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "core.h"
+#include "dispatch.h"
+
+namespace xnorpp {
+
+// ---------------------------------------------------------------- instruction sets
+bool isa_supported(const std::string& name) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (name == "avx512")
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+    return name == "portable";
+}
+
+std::vector<std::string> isa_names() { return {"avx512", "avx2", "portable"}; }
+
+static const IsaKernels* kernels_by_name(const std::string& name) {
+    if (name == "avx512") return kernels_avx512();
+    if (name == "avx2") return kernels_avx2();
+    if (name == "portable") return kernels_portable();
+    throw std::invalid_argument("unknown instruction set '" + name + "'; valid: avx512, avx2, portable");
+}
+
+static const IsaKernels* g_isa = nullptr;
+static std::mutex g_isa_mutex;
+
+static const IsaKernels* best_isa() {
+    for (const auto& name : isa_names())
+        if (isa_supported(name)) return kernels_by_name(name);
+    return kernels_portable();
+}
+
+void select_isa(const std::string& name) {
+    if (name.empty() || name == "auto") {
+        std::lock_guard<std::mutex> lock(g_isa_mutex);
+        g_isa = best_isa();
+        return;
+    }
+    const IsaKernels* k = kernels_by_name(name);
+    if (!isa_supported(name))
+        throw std::runtime_error("instruction set '" + name + "' is not supported by this CPU; supported here: " +
+                                 supported_isas_text());
+    std::lock_guard<std::mutex> lock(g_isa_mutex);
+    g_isa = k;
+}
+
+std::string supported_isas_text() {
+    std::string text;
+    for (const auto& n : isa_names())
+        if (isa_supported(n)) text += (text.empty() ? "" : ", ") + n;
+    return text;
+}
+
+void init_isa_from_env() {
+    const char* env = std::getenv("XNORPP_ISA");
+    const std::string name = env ? env : "";
+    try {
+        select_isa(name);
+    } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("XNORPP_ISA=") + name + ": " + e.what());
+    }
+}
+
+const IsaKernels* current_isa() {
+    std::lock_guard<std::mutex> lock(g_isa_mutex);
+    if (!g_isa) g_isa = best_isa();
+    return g_isa;
+}
+
+const IsaKernels* isa_by_name(const std::string& name) { return kernels_by_name(name); }
+
+// ---------------------------------------------------------------- thread pool
+namespace {
+class Pool {
+public:
+    explicit Pool(int n) : size_(n) {
+        for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        for (auto& t : workers_) t.join();
+    }
+    int size() const { return size_; }
+    // Runs job(i) for i in [0, parts) on the caller and parts-1 workers; waits passively.
+    void run(int parts, const std::function<void(int)>& job) {
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            job_ = &job;
+            parts_ = parts;
+            pending_ = parts - 1;
+            ++generation_;
+        }
+        cv_.notify_all();
+        job(0);
+        std::unique_lock<std::mutex> lock(m_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        job_ = nullptr;
+    }
+
+private:
+    void loop(int index) {
+        uint64_t seen = 0;
+        for (;;) {
+            const std::function<void(int)>* job;
+            {
+                std::unique_lock<std::mutex> lock(m_);
+                cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                if (index >= parts_) continue;
+                job = job_;
+            }
+            (*job)(index);
+            std::lock_guard<std::mutex> lock(m_);
+            if (--pending_ == 0) done_.notify_one();
+        }
+    }
+    int size_;
+    std::vector<std::thread> workers_;
+    std::mutex m_;
+    std::condition_variable cv_, done_;
+    const std::function<void(int)>* job_ = nullptr;
+    int parts_ = 0, pending_ = 0;
+    uint64_t generation_ = 0;
+    bool stop_ = false;
+};
+
+std::mutex g_pool_mutex;  // one parallel region at a time (callers may be several Python threads)
+Pool* g_pool = nullptr;
+int g_threads = 0;
+
+int default_threads() {
+    if (const char* env = std::getenv("XNORPP_NUM_THREADS")) {
+        const int n = std::atoi(env);
+        if (n > 0) return n;
+    }
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw ? static_cast<int>(hw) : 1;
+}
+}  // namespace
+
+int num_threads() {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (g_threads == 0) g_threads = default_threads();
+    return g_threads;
+}
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(n));
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (g_pool && g_pool->size() != n) {
+        delete g_pool;
+        g_pool = nullptr;
+    }
+    g_threads = n;
+}
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n <= 0) return;
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (g_threads == 0) g_threads = default_threads();
+    const int parts = static_cast<int>(std::min<int64_t>(g_threads, n));
+    if (parts <= 1) {
+        fn(0, n);
+        return;
+    }
+    if (!g_pool) g_pool = new Pool(g_threads);
+    g_pool->run(parts, [&](int i) { fn(n * i / parts, n * (i + 1) / parts); });
+}
+
+// ---------------------------------------------------------------- weights
+void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out) {
+    const int64_t cw = words_for(cg);
+    std::memset(out, 0, sizeof(uint32_t) * o * kh * kw * cw);
+    for (int64_t oo = 0; oo < o; ++oo)
+        for (int64_t c = 0; c < cg; ++c)
+            for (int64_t y = 0; y < kh; ++y)
+                for (int64_t x = 0; x < kw; ++x) {
+                    const float v = w[((oo * cg + c) * kh + y) * kw + x];
+                    if (v < 0.0f) out[((oo * kh + y) * kw + x) * cw + c / 32] |= 1u << (c % 32);
+                }
+}
+
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, int lanes) {
+    const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups;
+    const int64_t nblocks = (og + lanes - 1) / lanes;
+    PreparedWeights pw;
+    pw.lanes = lanes;
+    pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * lanes), 0u);
+    pw.tapsum.assign(static_cast<size_t>(taps * o), 0);
+    for (int64_t oo = 0; oo < o; ++oo) {
+        const int64_t g = oo / og, oi = oo % og, ob = oi / lanes, l = oi % lanes;
+        for (int64_t t = 0; t < taps; ++t) {
+            int32_t negatives = 0;
+            for (int64_t k = 0; k < cw; ++k) {
+                const uint32_t word = words[(oo * taps + t) * cw + k];
+                pw.blocks[(((g * nblocks + ob) * taps + t) * cw + k) * lanes + l] = word;
+                negatives += static_cast<int32_t>(popcount32_swar(word));
+            }
+            pw.tapsum[t * o + oo] = static_cast<int32_t>(cg) - 2 * negatives;  // Σ_c sign(w)
+        }
+    }
+    return pw;
+}
+
+}  // namespace xnorpp

@@ -1,0 +1,29 @@
+// Dispatch, thread and weight-preparation functions used by the bindings.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core.h"
+
+namespace xnorpp {
+
+bool isa_supported(const std::string& name);
+std::vector<std::string> isa_names();
+std::string supported_isas_text();
+void select_isa(const std::string& name);  // "" or "auto": best for this CPU
+void init_isa_from_env();                  // XNORPP_ISA
+const IsaKernels* current_isa();
+const IsaKernels* isa_by_name(const std::string& name);
+
+// Float weights [O][Cg][KH][KW] -> sign bits [O][KH][KW][words_for(Cg)] (bit 1 <=> w < 0).
+void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out);
+
+struct PreparedWeights {
+    int lanes = 0;
+    std::vector<uint32_t> blocks;  // [G][blocks][taps][cw][lanes]
+    std::vector<int32_t> tapsum;   // [taps][O]: Σ_c sign(w) of each tap (exact zero padding)
+};
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, int lanes);
+
+}  // namespace xnorpp

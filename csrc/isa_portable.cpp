@@ -1,0 +1,46 @@
+// Portable C++ kernels (any x86-64 or other CPU): SWAR popcount, no instruction-set flags,
+// so no library popcount call either. 16 output channels x 4 pixels per tile; the lane
+// loops are simple enough for the compiler's baseline auto-vectorizer.
+#include "core.h"
+
+namespace xnorpp {
+namespace isa_portable {
+
+constexpr const char* kIsaName = "portable";
+constexpr int L = 16, P = 4;
+
+template <int NP>
+static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw, int64_t goff, const uint32_t* wb,
+                  int32_t* pc) {
+    uint32_t acc[NP][L] = {};
+    for (int64_t t = 0; t < taps; ++t) {
+        const uint32_t* a[NP];
+        for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
+        const uint32_t* w = wb + t * cw * L;
+        for (int64_t k = 0; k < cw; ++k, w += L)
+            for (int p = 0; p < NP; ++p) {
+                const uint32_t b = a[p][k];
+                for (int l = 0; l < L; ++l) acc[p][l] += popcount32_swar(b ^ w[l]);
+            }
+    }
+    for (int p = 0; p < NP; ++p)
+        for (int l = 0; l < L; ++l) pc[p * L + l] = static_cast<int32_t>(acc[p][l]);
+}
+
+static inline bool pack_word(const float* x, int count, const float* mul, const float* add, uint32_t& word) {
+    return pack_word_scalar(x, count, mul, add, word);
+}
+
+static inline uint32_t lanes_to_bits(const float* z, int n) {
+    uint32_t bits = 0;
+    for (int l = 0; l < n; ++l) bits |= static_cast<uint32_t>(z[l] < 0.0f) << l;
+    return bits;
+}
+
+#include "kernels_impl.h"
+
+}  // namespace isa_portable
+
+const IsaKernels* kernels_portable() { return &isa_portable::kTable; }
+
+}  // namespace xnorpp
