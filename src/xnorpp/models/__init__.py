@@ -1,0 +1,17 @@
+"""Model families with a registry: ``create(name, **kw)``, ``list_models()``, and ``convert``.
+
+Families: ``resnet18``, ``resnet34`` (XNOR-Net++'s binary ResNet), ``alexnet``
+(XNOR-Net's binary AlexNet), ``fmnist-net`` (small binary ResNet for 28×28), and
+``float-<name>`` baselines of each.
+"""
+
+from . import alexnet as _alexnet  # noqa: F401  (registers the family)
+from . import resnet as _resnet  # noqa: F401
+from . import small as _small  # noqa: F401
+from .alexnet import AlexNet
+from .convert import ConversionReport, convert
+from .registry import create, list_models, register_model
+from .resnet import BasicBlock, ResNet
+
+__all__ = ["create", "list_models", "register_model", "convert", "ConversionReport", "ResNet", "BasicBlock",
+           "AlexNet"]

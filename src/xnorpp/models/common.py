@@ -1,0 +1,69 @@
+"""Building blocks shared by the model families."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..geometry import conv_output_size
+from ..nn import BinaryConv2d, BinaryLinear
+from ..scaling import get_scaling, linear_equivalent
+
+
+def pair(size) -> tuple[int, int]:
+    """``28`` or ``(28, 28)`` → ``(28, 28)``, with a clear error for anything else."""
+    if isinstance(size, int):
+        size = (size, size)
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be an int or a pair (h, w), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"input_size must be positive, got {(h, w)}")
+    return (h, w)
+
+
+def conv_out(size: tuple[int, int], kernel: int, stride: int = 1, padding: int = 0) -> tuple[int, int]:
+    """Output (h, w) of a square-kernel conv or pool."""
+    return tuple(conv_output_size(size, (kernel, kernel), (stride, stride), ((padding, padding),) * 2, (1, 1)))
+
+
+@dataclass
+class LayerFactory:
+    """How a model makes its hidden layers: binary with a scaling scheme, or real.
+
+    The first conv and the last linear layer of every model are built with
+    ``nn.Conv2d`` / ``nn.Linear`` directly and never go through this factory.
+    """
+
+    binary: bool = True
+    scaling: str = "gamma-o-h-w"
+    ste: str = "clipped"
+    binarize_input: bool = True
+    pad_value: float = 0.0
+
+    def __post_init__(self):
+        if self.binary:
+            get_scaling(self.scaling)  # fail early with the list of valid names
+
+    def conv(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
+             input_size: tuple[int, int] | None = None, binary: bool | None = None) -> nn.Module:
+        binary = self.binary if binary is None else binary
+        if not binary:
+            return nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+        return BinaryConv2d(cin, cout, kernel, stride, padding, bias=False, scaling=self.scaling,
+                            input_size=input_size, binarize_input=self.binarize_input, ste=self.ste,
+                            pad_value=self.pad_value)
+
+    def linear(self, fin: int, fout: int) -> nn.Module:
+        if not self.binary:
+            return nn.Linear(fin, fout, bias=False)
+        return BinaryLinear(fin, fout, bias=False, scaling=linear_equivalent(self.scaling),
+                            binarize_input=self.binarize_input, ste=self.ste)
+
+
+def make_factory(binary: bool, scaling: str, ste: str = "clipped", binarize_input: bool = True,
+                 pad_value: float = 0.0) -> LayerFactory:
+    return LayerFactory(binary=binary, scaling=scaling, ste=ste, binarize_input=binarize_input,
+                        pad_value=pad_value)
