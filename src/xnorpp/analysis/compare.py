@@ -1,0 +1,350 @@
+"""Train one architecture with each scaling under one recipe and compare them (paper's claims b, d).
+
+``compare(out_dir, model=..., dataset=..., scalings=..., seeds=...)`` trains
+``model`` once per scaling × seed with :func:`xnorpp.train.train`, each in its
+own sub-folder ``<scaling>-seed<seed>`` of ``out_dir``, then measures the
+approximation error of every trained binary model on held-out images
+(:func:`~xnorpp.analysis.approx.approximation_error`, saved as ``approx.json``
+in the run folder) and writes ``comparison.json`` and ``comparison.md``.
+
+It resumes: a run whose ``result.json`` exists is skipped, an interrupted run
+resumes from its checkpoint, a run folder made with other settings is refused.
+The scaling ``"float"`` trains the ``float-<model>`` baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..scaling import SCALINGS, get_scaling
+from .runs import learned_count, read_json, write_atomic
+
+FLOAT = "float"
+DEFAULT_SCALINGS = ("none", "xnor", "xnor-alpha", "gamma-o", "gamma-ohw", "gamma-o-hw", "gamma-o-h-w", FLOAT)
+# Settings that define a run: a run folder made with other values is not silently reused.
+_IDENTITY_KEYS = ("model", "dataset", "scaling", "seed", "epochs", "recipe", "batch_size", "lr")
+
+
+def run_name(scaling: str, seed: int) -> str:
+    """Sub-folder of one run in a comparison folder."""
+    return f"{scaling}-seed{seed}"
+
+
+def check_scalings(scalings: Sequence[str]) -> tuple[str, ...]:
+    """Validate scaling names (``float`` included); clear error naming the valid ones."""
+    out = []
+    for s in scalings:
+        if s != FLOAT and s not in SCALINGS:
+            raise ValueError(f"unknown scaling {s!r}; valid names: {', '.join(list(SCALINGS) + [FLOAT])}")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise ValueError("compare: give at least one scaling")
+    return tuple(out)
+
+
+@dataclass
+class RunSummary:
+    """One finished run of a comparison, read from its folder."""
+
+    scaling: str
+    seed: int
+    run_dir: str
+    test_top1: float
+    best_top1: float | None
+    train_time_s: float | None
+    params: int | None
+    learned_scale_params: int
+    approx_relative_error: float | None  # mean over layers, the scheme the model was trained with
+    approx_cosine: float | None
+    oracle_relative_error: float | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Comparison:
+    """All runs of a comparison, grouped by scaling (``rows()``), with its settings."""
+
+    settings: dict
+    runs: list[RunSummary] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # run folders not finished (partial comparisons)
+
+    def rows(self) -> list[dict]:
+        """One row per scaling: mean and spread over seeds."""
+        out = []
+        for scaling in self.settings["scalings"]:
+            runs = [r for r in self.runs if r.scaling == scaling]
+            if not runs:
+                continue
+            acc = [r.test_top1 for r in runs]
+
+            def mean_of(attr):
+                vals = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+                return statistics.fmean(vals) if vals else None
+            out.append({
+                "scaling": scaling, "seeds": [r.seed for r in runs], "n": len(runs),
+                "test_top1_mean": statistics.fmean(acc),
+                "test_top1_std": statistics.stdev(acc) if len(acc) > 1 else None,
+                "test_top1_min": min(acc), "test_top1_max": max(acc),
+                "learned_scale_params": runs[0].learned_scale_params, "params": runs[0].params,
+                "train_time_s_mean": mean_of("train_time_s"),
+                "approx_relative_error": mean_of("approx_relative_error"),
+                "approx_cosine": mean_of("approx_cosine"),
+                "oracle_relative_error": mean_of("oracle_relative_error"),
+            })
+        return out
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "rows": self.rows(), "runs": [r.to_dict() for r in self.runs],
+                "missing": self.missing}
+
+    def markdown(self) -> str:
+        """The comparison table in Markdown, with the settings it was made with."""
+        s = self.settings
+        lines = [f"# Scaling comparison: {s['model']} on {s['dataset']}", "",
+                 f"Recipe `{s.get('recipe')}`, {s.get('epochs')} epoch(s), seeds {s['seeds']}; "
+                 f"approximation error on {s.get('approx_images')} held-out images.", "",
+                 "| scaling | test top-1 (%) | runs | learned Γ params | params | train time (s) | "
+                 "approx. rel. error | approx. cosine | oracle rel. error |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.rows():
+            acc = f"{r['test_top1_mean']:.2f}"
+            if r["test_top1_std"] is not None:
+                acc += f" ± {r['test_top1_std']:.2f}"
+            lines.append("| " + " | ".join([
+                f"`{r['scaling']}`", acc, str(r["n"]), f"{r['learned_scale_params']:,}",
+                f"{r['params']:,}" if r["params"] is not None else "—",
+                f"{r['train_time_s_mean']:.0f}" if r["train_time_s_mean"] is not None else "—",
+                _f4(r["approx_relative_error"]), _f4(r["approx_cosine"]), _f4(r["oracle_relative_error"])]) + " |")
+        lines += ["", "Accuracy: mean ± sample standard deviation over seeds (no ± with one seed). "
+                  "Approximation error: mean over the binary layers of ‖I∗W − approx‖/‖I∗W‖ with the scale the "
+                  "model was trained with (learned Γ for `gamma-*`, α for `xnor-alpha`, Kα for `xnor`, 1 for "
+                  "`none`); oracle = least-squares per-channel scale on the same binary products; cosine is "
+                  "scale-free. Float models have no binary layers (—)."]
+        if self.missing:
+            lines += ["", f"**Incomplete**: runs not finished: {', '.join(self.missing)}."]
+        if s.get("command"):
+            lines += ["", "Command:", "", "```", s["command"], "```"]
+        if s.get("machine"):
+            lines += ["", f"Machine: {s['machine']}"]
+        return "\n".join(lines) + "\n"
+
+
+def _f4(v):
+    return "—" if v is None else f"{v:.4f}"
+
+
+def machine_description() -> str:
+    """CPU model, core count, OS, Python and torch versions: for the results' provenance."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+        torch_info = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_info = "no torch"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, {torch_info}")
+
+
+def learned_scale_count(model) -> int:
+    """Number of learned scaling numbers (Γ factors) in a model."""
+    from ..nn.layers import BinaryLayer
+
+    return sum(getattr(m, f).numel() for m in model.modules() if isinstance(m, BinaryLayer)
+               for f in m.scaling_spec.factors)
+
+
+def _own_scheme(scaling: str) -> str:
+    """The approximation scheme a model trained with ``scaling`` actually uses."""
+    return "learned" if get_scaling(scaling).learned else scaling
+
+
+def measure_run(run_dir: Path, *, images: int = 256, data=None) -> dict | None:
+    """Approximation error of a finished run's model (``approx.json``, computed once); None for float."""
+    from .approx import approximation_error, binary_layers
+
+    path = Path(run_dir) / "approx.json"
+    if path.exists():
+        return read_json(path)
+    from ..train import load_model
+
+    model = load_model(run_dir)
+    if not binary_layers(model):
+        return None
+    if data is None:
+        data = held_out_data(run_dir)
+    report = approximation_error(model, data, max_images=images)
+    write_atomic(path, report.to_json())
+    return report.to_dict()
+
+
+def held_out_data(run_dir: Path):
+    """The test split of the dataset a run was trained on (from its config.json)."""
+    from ..data import get_dataset
+
+    config = read_json(Path(run_dir) / "config.json")
+    return get_dataset(config["dataset"], "test", data_root=config.get("data_root"))
+
+
+def read_run(run_dir: Path, scaling: str, seed: int, approx: dict | None) -> RunSummary:
+    """Collect the numbers of one finished run from its folder."""
+    result = read_json(Path(run_dir) / "result.json")
+    rel = cos = oracle = None
+    learned = 0
+    if approx is not None and scaling != FLOAT:
+        own = _own_scheme(scaling)
+        rel = approx["mean_relative_error"].get(own)
+        cos = approx["mean_cosine"].get(own)
+        oracle = approx["mean_relative_error"].get("oracle")
+    if scaling != FLOAT and get_scaling(scaling).learned:
+        learned = learned_count(run_dir)
+    return RunSummary(scaling=scaling, seed=seed, run_dir=str(run_dir), test_top1=float(result["test_top1"]),
+                      best_top1=result.get("best_top1"), train_time_s=result.get("train_time_s"),
+                      params=result.get("params"), learned_scale_params=int(learned or 0),
+                      approx_relative_error=rel, approx_cosine=cos, oracle_relative_error=oracle)
+
+
+def _check_same_settings(run_dir: Path, wanted: dict) -> None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    have = read_json(path)
+    diff = {k: (have.get(k), wanted[k]) for k in _IDENTITY_KEYS if k in wanted and k in have
+            and have.get(k) != wanted[k]}
+    if diff:
+        text = ", ".join(f"{k}: folder has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"run folder {run_dir} was made with other settings ({text}); use a new comparison "
+                         "folder or delete that run")
+
+
+def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist",
+            scalings: Sequence[str] = DEFAULT_SCALINGS, seeds: Sequence[int] = (0,), epochs: int | None = None,
+            recipe: str | None = None, approx_images: int = 256, command: str | None = None,
+            progress: Callable[[str], None] | None = print, **train_options) -> Comparison:
+    """Train ``model`` with each scaling × seed under one recipe and write the comparison table.
+
+    ``out_dir`` gets one sub-folder per run plus ``comparison.json`` and
+    ``comparison.md`` (rewritten after each run, so an interrupted comparison
+    shows what is done). Finished runs (``result.json`` present) are skipped and
+    interrupted ones resume. ``train_options`` go to :class:`xnorpp.train.TrainConfig`
+    (``batch_size``, ``lr``, ``data_root``, ``workers``, ``device``, ...).
+    """
+    from ..train import TrainConfig, train
+
+    scalings = check_scalings(scalings)
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("compare: give at least one seed")
+    if model.startswith("float-"):
+        raise ValueError(f"compare: give the binary model name (e.g. {model[len('float-'):]!r}); the scaling "
+                         "'float' trains its float baseline")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"model": model, "dataset": dataset, "scalings": list(scalings), "seeds": list(seeds),
+                "epochs": epochs, "recipe": recipe, "approx_images": approx_images,
+                "train_options": train_options, "command": command or " ".join(sys.argv),
+                "machine": machine_description()}
+    previous = out / "comparison.json"
+    if previous.exists():
+        old = read_json(previous)["settings"]
+        for key in ("model", "dataset", "epochs", "recipe"):
+            if old.get(key) != settings[key]:
+                raise ValueError(f"{out} holds a comparison with {key}={old.get(key)!r}, not {settings[key]!r}; "
+                                 "use a new folder")
+        # Keep runs asked earlier (e.g. more seeds) in the table.
+        settings["scalings"] = list(dict.fromkeys(old.get("scalings", []) + list(scalings)))
+        settings["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
+    comparison = Comparison(settings)
+    for seed in seeds:
+        for scaling in scalings:
+            name = run_name(scaling, seed)
+            run_dir = out / name
+            if (run_dir / "result.json").exists():
+                if progress:
+                    progress(f"[compare] {name}: finished earlier, skipped")
+            else:
+                config = _train_config(TrainConfig, model, dataset, scaling, seed, epochs, recipe, run_dir,
+                                       train_options)
+                _check_same_settings(run_dir, config.to_dict())
+                if progress:
+                    progress(f"[compare] {name}: training{' (resuming)' if (run_dir / 'checkpoint.pt').exists() else ''}")
+                start = time.perf_counter()
+                train(config)
+                if progress:
+                    progress(f"[compare] {name}: done in {time.perf_counter() - start:.0f} s")
+            approx = measure_run(run_dir, images=approx_images) if scaling != FLOAT else None
+            comparison.runs.append(read_run(run_dir, scaling, seed, approx))
+            _write(out, comparison)
+    # Runs asked in an earlier call (other seeds or scalings) that finished belong to the table too.
+    comparison = load_comparison(out, partial=True)
+    _write(out, comparison)
+    return comparison
+
+
+def _train_config(TrainConfig, model, dataset, scaling, seed, epochs, recipe, run_dir, options):
+    kwargs = dict(options)
+    kwargs.update(model=f"float-{model}" if scaling == FLOAT else model, dataset=dataset, seed=seed,
+                  run_dir=str(run_dir), resume=True)
+    if scaling != FLOAT:
+        kwargs["scaling"] = scaling
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    if recipe is not None:
+        kwargs["recipe"] = recipe
+    return TrainConfig(**kwargs)
+
+
+def _write(out: Path, comparison: Comparison) -> None:
+    write_atomic(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2))
+    write_atomic(out / "comparison.md", comparison.markdown())
+
+
+def load_comparison(path, *, partial: bool = False) -> Comparison:
+    """Read a comparison folder; unfinished runs raise a clear error unless ``partial=True``."""
+    out = Path(path)
+    meta = out / "comparison.json"
+    if not meta.exists():
+        raise ValueError(f"{out} is not a comparison folder: it has no comparison.json (made by `xnorpp compare`)")
+    settings = read_json(meta)["settings"]
+    comparison = Comparison(settings)
+    for seed in settings["seeds"]:
+        for scaling in settings["scalings"]:
+            run_dir = out / run_name(scaling, seed)
+            if not (run_dir / "result.json").exists():
+                comparison.missing.append(run_name(scaling, seed))
+                continue
+            approx_path = run_dir / "approx.json"
+            approx = read_json(approx_path) if approx_path.exists() else None
+            comparison.runs.append(read_run(run_dir, scaling, seed, approx))
+    if comparison.missing and not partial:
+        raise ValueError(f"comparison {out} is incomplete: runs not finished: {', '.join(comparison.missing)}; "
+                         "finish them by running the same `xnorpp compare` command again (it resumes), or "
+                         "pass --partial to report what is done")
+    return comparison
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+__all__ = ["compare", "Comparison", "RunSummary", "load_comparison", "DEFAULT_SCALINGS", "FLOAT", "run_name",
+           "machine_description", "measure_run", "learned_scale_count", "check_scalings", "mean_std"]

@@ -1,0 +1,265 @@
+"""Tests of xnorpp.analysis: approximation error, summary, report (fast, tiny models)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xnorpp.analysis import approximation_error, report, summary
+from xnorpp.nn import BinaryConv2d, BinaryLinear
+
+XNOR_GAUSSIAN = math.sqrt(1 - 4 / math.pi ** 2)  # ≈ 0.771
+BWN_GAUSSIAN = math.sqrt(1 - 2 / math.pi)  # ≈ 0.603
+
+
+def _gaussian_conv(**kw):
+    torch.manual_seed(0)
+    layer = BinaryConv2d(256, 32, 3, bias=False, **kw)
+    nn.init.normal_(layer.weight)
+    return nn.Sequential(layer), torch.randn(8, 256, 10, 10)
+
+
+# -- approximation error ----------------------------------------------------------------------
+
+def test_gaussian_xnor_relative_error():
+    model, x = _gaussian_conv(scaling="xnor")
+    layer = approximation_error(model, x).layers[0]
+    assert layer.relative_error["xnor"] == pytest.approx(XNOR_GAUSSIAN, abs=0.015)
+    # cosine: E[y ŷ] / sqrt(E[y²] E[ŷ²]) = n (2/π)² / (n · 2/π) = 2/π
+    assert layer.cosine["xnor"] == pytest.approx(2 / math.pi, abs=0.015)
+    assert layer.relative_error["learned"] is None  # trained with xnor: no learned Γ
+
+
+def test_gaussian_binary_weights_only_relative_error():
+    model, x = _gaussian_conv(scaling="xnor-alpha", binarize_input=False)
+    layer = approximation_error(model, x).layers[0]
+    assert layer.relative_error["xnor-alpha"] == pytest.approx(BWN_GAUSSIAN, abs=0.015)
+    assert layer.relative_error["xnor"] is None  # K needs binarized inputs
+
+
+def test_gaussian_linear_xnor():
+    torch.manual_seed(1)
+    layer = BinaryLinear(2048, 64, bias=False, scaling="xnor")
+    nn.init.normal_(layer.weight)
+    rep = approximation_error(nn.Sequential(layer), torch.randn(256, 2048))
+    assert rep.layers[0].relative_error["xnor"] == pytest.approx(XNOR_GAUSSIAN, abs=0.015)
+
+
+def _reference_metrics(real: torch.Tensor, approx: torch.Tensor) -> tuple[float, float]:
+    real, approx = real.double().flatten(), approx.double().flatten()
+    rel = float((real - approx).norm() / real.norm())
+    cos = float(real @ approx / (real.norm() * approx.norm()))
+    return rel, cos
+
+
+def test_against_direct_float64_reference():
+    """Every scheme on a conv with padding, stride and learned Γ, against a direct float64 computation."""
+    torch.manual_seed(2)
+    conv = BinaryConv2d(6, 5, 3, stride=2, padding=1, bias=True, scaling="gamma-o-h-w", input_size=(9, 9),
+                        pad_value=1.0).double()
+    with torch.no_grad():
+        for name in ("scale_channel", "scale_height", "scale_width"):
+            getattr(conv, name).uniform_(0.2, 2.0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 1).double(), conv)
+    x = torch.randn(7, 3, 9, 9, dtype=torch.float64)
+    rep = approximation_error(model, x, batch_size=3)  # several batches accumulate
+    row = rep.layers[0]
+    assert rep.images == 7 and row.name == "1"
+
+    inp = model[0](x).detach()
+    real = F.conv2d(inp, conv.weight.detach(), None, 2, 1)
+    xb = torch.where(inp < 0, -1.0, 1.0).double()
+    wb = torch.where(conv.weight.detach() < 0, -1.0, 1.0).double()
+    binary = F.conv2d(F.pad(xb, (1, 1, 1, 1), value=1.0), wb, None, 2, 0)
+    alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+    k = F.avg_pool2d(inp.abs().mean(1, keepdim=True), 3, 2, 1, count_include_pad=True)
+    gamma = (conv.scale_channel.view(-1, 1, 1) * conv.scale_height.view(1, -1, 1)
+             * conv.scale_width.view(1, 1, -1)).detach()
+    # Oracle: least squares per output channel, solved by torch.linalg.lstsq.
+    oracle = torch.empty_like(binary)
+    for o in range(binary.shape[1]):
+        b = binary[:, o].reshape(-1, 1)
+        s = torch.linalg.lstsq(b, real[:, o].reshape(-1, 1)).solution
+        oracle[:, o] = binary[:, o] * s.item()
+    expected = {"none": binary, "xnor-alpha": binary * alpha, "xnor": binary * alpha * k,
+                "learned": binary * gamma, "oracle": oracle}
+    for scheme, approx in expected.items():
+        rel, cos = _reference_metrics(real, approx)
+        assert row.relative_error[scheme] == pytest.approx(rel, rel=1e-6), scheme
+        assert row.cosine[scheme] == pytest.approx(cos, rel=1e-6), scheme
+    # The oracle is the best per-channel scale: no scheme of that family beats it.
+    for scheme in ("none", "xnor-alpha", "learned"):
+        assert row.relative_error["oracle"] <= row.relative_error[scheme] + 1e-12
+
+
+def test_data_forms_and_max_images():
+    torch.manual_seed(3)
+    model = nn.Sequential(BinaryConv2d(2, 4, 3, scaling="gamma-o"))
+    x = torch.randn(20, 2, 6, 6)
+    labels = torch.zeros(20, dtype=torch.long)
+    dataset = torch.utils.data.TensorDataset(x, labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4)
+    a = approximation_error(model, x[:10])
+    b = approximation_error(model, dataset, max_images=10, batch_size=3)
+    c = approximation_error(model, loader, max_images=10)
+    assert a.images == b.images == c.images == 10
+    assert a.layers[0].relative_error == pytest.approx(b.layers[0].relative_error)
+    assert a.layers[0].cosine == pytest.approx(c.layers[0].cosine)
+    assert model.training  # mode restored
+
+
+def test_approx_bad_input():
+    with pytest.raises(ValueError, match="no binary layers"):
+        approximation_error(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.randn(2, 1, 5, 5))
+    with pytest.raises(TypeError, match="data must be"):
+        approximation_error(nn.Sequential(BinaryConv2d(1, 2, 3)), 42)
+    with pytest.raises(ValueError, match="no images"):
+        approximation_error(nn.Sequential(BinaryConv2d(1, 2, 3)), [])
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+def _small_model():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8),
+        BinaryConv2d(8, 16, 3, stride=2, padding=1, bias=False, scaling="gamma-o-h-w", input_size=(8, 8)),
+        nn.PReLU(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        BinaryLinear(16, 12, bias=False, scaling="xnor"), nn.Linear(12, 10))
+
+
+def test_summary_hand_count():
+    s = summary(_small_model(), (1, 8, 8), packed=False)
+    by_name = {r.name: r for r in s.layers}
+    # conv 1→8, 3×3, bias, on 8×8 (padding 1): 8·1·9 + 8 params, 8·1·9·8·8 MACs
+    assert (by_name["0"].float_params, by_name["0"].float_macs) == (8 * 9 + 8, 8 * 9 * 64)
+    assert by_name["1"].float_params == 4 * 8  # weight, bias, running mean, running var
+    conv = by_name["2"]  # binary 8→16, stride 2 → 4×4 output
+    assert conv.output_shape == (16, 4, 4)
+    assert (conv.binary_params, conv.float_params, conv.learned_scale_params) == (16 * 8 * 9, 16 + 4 + 4, 24)
+    assert (conv.binary_macs, conv.float_macs) == (16 * 8 * 9 * 16, 0)
+    lin = by_name["6"]  # xnor linear: K costs one mean over the 16 inputs
+    assert (lin.binary_params, lin.binary_macs, lin.float_macs) == (192, 192, 16)
+    assert s.binary_params == 16 * 8 * 9 + 192
+    assert s.float_params == (8 * 9 + 8) + 32 + 24 + 16 + (12 * 10 + 10)
+    assert s.learned_scale_params == 24
+    assert s.binary_macs == 16 * 8 * 9 * 16 + 192
+    assert s.float_macs == 8 * 9 * 64 + 16 + 12 * 10
+    assert s.binary_mac_share == pytest.approx(s.binary_macs / (s.binary_macs + s.float_macs))
+    assert s.memory_bits == s.binary_params + 32 * s.float_params
+    assert s.float32_bytes == 4 * (s.binary_params + s.float_params)
+    # Independent check: every parameter and float buffer of the model is counted once.
+    model = _small_model()
+    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    assert s.total_params == n
+    text = s.table()
+    assert "BinaryConv2d[gamma-o-h-w]" in text and "total" in text
+    assert json.loads(s.to_json())["totals"]["binary_macs"] == s.binary_macs
+
+
+def test_summary_channels_from_first_conv_and_bad_sizes():
+    model = _small_model()
+    assert summary(model, (8, 8), packed=False).input_shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="does not fit the model"):
+        summary(model, (1, 16, 16), packed=False)  # spatial Γ was built for 8×8
+    with pytest.raises(ValueError, match="does not fit the model"):
+        summary(model, (3, 8, 8), packed=False)  # wrong channel count
+    with pytest.raises(ValueError, match="input_size"):
+        summary(model, (1, 2, 3, 4), packed=False)
+    with pytest.raises(ValueError, match="no convolution"):
+        summary(nn.Sequential(nn.Linear(4, 2)), (2, 2), packed=False)
+
+
+def test_summary_float_model_has_no_binary_work():
+    s = summary(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)), (3, 6, 6), packed=False)
+    assert s.binary_params == 0 and s.binary_macs == 0 and s.binary_mac_share == 0.0
+    assert s.float_macs == 4 * 3 * 9 * 16 + 64 * 2
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def _fake_run(tmp_path, name="gamma-o-h-w-seed0", scaling="gamma-o-h-w", finished=True, epochs=3):
+    """A run folder as xnorpp.train writes it, for a tiny model with perturbed learned factors."""
+    run = tmp_path / name
+    run.mkdir(parents=True)
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4),
+                          BinaryConv2d(4, 8, 3, padding=1, scaling=scaling, input_size=(6, 6)), nn.PReLU(8))
+    with torch.no_grad():
+        for p in model[2].parameters():
+            if p.dim() <= 3 and p is not model[2].weight:
+                p.add_(0.3 * torch.randn_like(p))
+    config = {"model": "tiny", "dataset": "synthetic", "scaling": scaling, "epochs": epochs, "seed": 0}
+    (run / "config.json").write_text(json.dumps(config))
+    with open(run / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
+                    "epoch_time_s", "images_per_s"])
+        for e in range(1, epochs + 1):
+            w.writerow([e, 0.01, 2.0 / e, 50 + 10 * e, 1.5 / e, 55 + 10 * e, 90, 1.0, 100.0])
+    torch.save({"model": model.state_dict(), "config": config}, run / "model.pt")
+    (run / "approx.json").write_text(approximation_error(model, torch.randn(16, 1, 6, 6)).to_json())
+    if finished:
+        (run / "result.json").write_text(json.dumps({"test_top1": 55.0 + 10 * epochs, "best_top1": 85.0,
+                                                     "train_time_s": 3.0, "params": 999, "epochs": epochs}))
+    return run
+
+
+def _check_page(page, expected_images):
+    import matplotlib.image as mpimg
+
+    text = page.read_text()
+    for name in expected_images:
+        assert name in text, name
+        img = mpimg.imread(page.parent / name)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert img[..., :3].std() > 0.01  # not a blank picture
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_report_on_run_folder(tmp_path, fmt):
+    run = _fake_run(tmp_path)
+    page = report(run, fmt=fmt)
+    assert page == run / "report" / f"report.{fmt}"
+    _check_page(page, ["curves.png", "approx_error.png", "approx_schemes.png", "factors-gamma-o-h-w-seed0.png"])
+
+
+def test_report_refuses_incomplete_or_foreign_folders(tmp_path):
+    run = _fake_run(tmp_path, finished=False)
+    with pytest.raises(ValueError, match="incomplete.*3 of 3 epochs"):
+        report(run)
+    page = report(run, partial=True)
+    assert "not finished" in page.read_text()
+    with pytest.raises(ValueError, match="neither a comparison folder"):
+        report(tmp_path)
+    with pytest.raises(ValueError, match="not a folder"):
+        report(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="unknown format"):
+        report(run, fmt="pdf", partial=True)
+
+
+def test_report_on_comparison_folder(tmp_path):
+    from xnorpp.analysis.compare import load_comparison
+
+    folder = tmp_path / "cmp"
+    for scaling in ("gamma-o", "gamma-o-hw", "gamma-ohw"):
+        for seed in (0, 1):
+            _fake_run(folder, f"{scaling}-seed{seed}", scaling)
+    settings = {"model": "tiny", "dataset": "synthetic", "scalings": ["gamma-o", "gamma-o-hw", "gamma-ohw"],
+                "seeds": [0, 1, 2], "epochs": 3, "recipe": None, "approx_images": 16}
+    (folder / "comparison.json").write_text(json.dumps({"settings": settings}))
+    with pytest.raises(ValueError, match="incomplete.*gamma-o-seed2"):
+        load_comparison(folder)
+    comparison = load_comparison(folder, partial=True)
+    rows = {r["scaling"]: r for r in comparison.rows()}
+    assert rows["gamma-o"]["n"] == 2 and rows["gamma-o"]["test_top1_std"] == 0.0
+    assert rows["gamma-o-hw"]["learned_scale_params"] == 8 + 36
+    assert rows["gamma-ohw"]["learned_scale_params"] == 8 * 36
+    page = report(folder, partial=True)
+    _check_page(page, ["accuracy.png", "curves.png", "approx_error.png", "factors-gamma-o-hw-seed0.png"])
+    assert "| `gamma-o` | 85.00 ± 0.00 |" in page.read_text()
