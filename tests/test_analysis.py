@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,7 +187,7 @@ def test_summary_float_model_has_no_binary_work():
 def _fake_run(tmp_path, name="gamma-o-h-w-seed0", scaling="gamma-o-h-w", finished=True, epochs=3):
     """A run folder as xnorpp.train writes it, for a tiny model with perturbed learned factors."""
     run = tmp_path / name
-    run.mkdir(parents=True)
+    run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4),
                           BinaryConv2d(4, 8, 3, padding=1, scaling=scaling, input_size=(6, 6)), nn.PReLU(8))
@@ -263,3 +264,91 @@ def test_report_on_comparison_folder(tmp_path):
     page = report(folder, partial=True)
     _check_page(page, ["accuracy.png", "curves.png", "approx_error.png", "factors-gamma-o-hw-seed0.png"])
     assert "| `gamma-o` | 85.00 ± 0.00 |" in page.read_text()
+
+
+# -- compare: skip / resume logic (trainer replaced by a fake that writes a run folder) -------------
+
+class _FakeTrainer:
+    """Stands in for xnorpp.train: writes the run folder files; can be told to be interrupted."""
+
+    def __init__(self, tmp_path):
+        self.calls: list[str] = []
+        self.interrupt_at: str | None = None
+        self.tmp_path = tmp_path
+
+    def module(self):
+        import types
+        from dataclasses import asdict, dataclass
+
+        trainer = self
+
+        @dataclass
+        class TrainConfig:
+            model: str = "tiny"
+            dataset: str = "synthetic"
+            scaling: str = "gamma-o-h-w"
+            epochs: int = 2
+            seed: int = 0
+            run_dir: str = ""
+            resume: bool = True
+            recipe: str = "fast"
+            batch_size: int = 8
+
+            def to_dict(self):
+                return asdict(self)
+
+        def train(config):
+            run = Path(config.run_dir)
+            name = run.name
+            trainer.calls.append(name)
+            scaling = "none" if config.model.startswith("float-") else config.scaling
+            fake = _fake_run(run.parent, name, scaling if scaling != "none" else "gamma-o", finished=False)
+            (fake / "config.json").write_text(json.dumps(config.to_dict()))
+            if config.model.startswith("float-"):
+                (fake / "approx.json").unlink()
+            if trainer.interrupt_at == name:
+                trainer.interrupt_at = None
+                raise KeyboardInterrupt
+            (fake / "result.json").write_text(json.dumps({"test_top1": 80.0 + len(trainer.calls), "params": 1}))
+
+        return types.SimpleNamespace(TrainConfig=TrainConfig, train=train)
+
+
+def test_compare_skips_finished_runs_and_resumes(tmp_path, monkeypatch):
+    import sys
+
+    from xnorpp.analysis import compare, load_comparison
+
+    fake = _FakeTrainer(tmp_path)
+    monkeypatch.setitem(sys.modules, "xnorpp.train", fake.module())
+    folder = tmp_path / "cmp"
+    fake.interrupt_at = "gamma-o-seed0"
+    with pytest.raises(KeyboardInterrupt):
+        compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o-h-w", "gamma-o", "float"],
+                seeds=[0], epochs=2, progress=None)
+    assert fake.calls == ["gamma-o-h-w-seed0", "gamma-o-seed0"]
+    done = json.loads((folder / "comparison.json").read_text())  # written after each finished run
+    assert [r["scaling"] for r in done["runs"]] == ["gamma-o-h-w"]
+    with pytest.raises(ValueError, match="incomplete.*gamma-o-seed0"):
+        load_comparison(folder)
+
+    result = compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o-h-w", "gamma-o", "float"],
+                     seeds=[0], epochs=2, progress=None)
+    assert fake.calls == ["gamma-o-h-w-seed0", "gamma-o-seed0", "gamma-o-seed0", "float-seed0"]
+    assert [r["scaling"] for r in result.rows()] == ["gamma-o-h-w", "gamma-o", "float"]
+    float_row = result.rows()[2]
+    assert float_row["approx_relative_error"] is None and float_row["learned_scale_params"] == 0
+    assert (folder / "float-seed0" / "config.json").read_text().count('"float-tiny"') == 1
+    text = (folder / "comparison.md").read_text()
+    assert "| `gamma-o-h-w` | 81.00 |" in text and "Machine:" in text
+
+    # A second seed later: old runs skipped, table covers both seeds.
+    compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], seeds=[1], epochs=2, progress=None)
+    assert fake.calls[-1] == "gamma-o-seed1" and len(fake.calls) == 5
+    rows = {r["scaling"]: r for r in load_comparison(folder).rows()}
+    assert rows["gamma-o"]["n"] == 2 and rows["gamma-o-h-w"]["n"] == 1
+
+    with pytest.raises(ValueError, match="epochs=2, not 5"):
+        compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], epochs=5, progress=None)
+    with pytest.raises(ValueError, match="unknown scaling 'gamma-x'.*valid names"):
+        compare(folder, model="tiny", scalings=["gamma-x"], progress=None)

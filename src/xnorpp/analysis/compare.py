@@ -269,9 +269,14 @@ def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist
             if old.get(key) != settings[key]:
                 raise ValueError(f"{out} holds a comparison with {key}={old.get(key)!r}, not {settings[key]!r}; "
                                  "use a new folder")
-        # Keep runs asked earlier (e.g. more seeds) in the table.
+        # Keep runs asked earlier (e.g. other seeds) in the table.
         settings["scalings"] = list(dict.fromkeys(old.get("scalings", []) + list(scalings)))
         settings["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
+        asked = [tuple(r) for r in old.get("runs", [])]
+    else:
+        asked = []
+    asked += [(sc, seed) for seed in seeds for sc in scalings if (sc, seed) not in asked]
+    settings["runs"] = [list(r) for r in _ordered(asked, settings["scalings"])]
     comparison = Comparison(settings)
     for seed in seeds:
         for scaling in scalings:
@@ -297,6 +302,12 @@ def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist
     comparison = load_comparison(out, partial=True)
     _write(out, comparison)
     return comparison
+
+
+def _ordered(runs, scalings):
+    """Runs sorted by the order of their scaling, then seed."""
+    rank = {sc: i for i, sc in enumerate(scalings)}
+    return sorted(runs, key=lambda r: (rank.get(r[0], len(rank)), r[1]))
 
 
 def _train_config(TrainConfig, model, dataset, scaling, seed, epochs, recipe, run_dir, options):
@@ -325,15 +336,15 @@ def load_comparison(path, *, partial: bool = False) -> Comparison:
         raise ValueError(f"{out} is not a comparison folder: it has no comparison.json (made by `xnorpp compare`)")
     settings = read_json(meta)["settings"]
     comparison = Comparison(settings)
-    for seed in settings["seeds"]:
-        for scaling in settings["scalings"]:
-            run_dir = out / run_name(scaling, seed)
-            if not (run_dir / "result.json").exists():
-                comparison.missing.append(run_name(scaling, seed))
-                continue
-            approx_path = run_dir / "approx.json"
-            approx = read_json(approx_path) if approx_path.exists() else None
-            comparison.runs.append(read_run(run_dir, scaling, seed, approx))
+    runs = settings.get("runs") or [(sc, seed) for seed in settings["seeds"] for sc in settings["scalings"]]
+    for scaling, seed in runs:
+        run_dir = out / run_name(scaling, seed)
+        if not (run_dir / "result.json").exists():
+            comparison.missing.append(run_name(scaling, seed))
+            continue
+        approx_path = run_dir / "approx.json"
+        approx = read_json(approx_path) if approx_path.exists() else None
+        comparison.runs.append(read_run(run_dir, scaling, seed, approx))
     if comparison.missing and not partial:
         raise ValueError(f"comparison {out} is incomplete: runs not finished: {', '.join(comparison.missing)}; "
                          "finish them by running the same `xnorpp compare` command again (it resumes), or "
