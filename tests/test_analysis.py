@@ -94,6 +94,13 @@ def test_against_direct_float64_reference():
         rel, cos = _reference_metrics(real, approx)
         assert row.relative_error[scheme] == pytest.approx(rel, rel=1e-6), scheme
         assert row.cosine[scheme] == pytest.approx(cos, rel=1e-6), scheme
+        # Per-channel least-squares rescaling of this approximation (lstsq again).
+        rescaled = torch.empty_like(approx)
+        for o in range(approx.shape[1]):
+            s = torch.linalg.lstsq(approx[:, o].reshape(-1, 1), real[:, o].reshape(-1, 1)).solution
+            rescaled[:, o] = approx[:, o] * s.item()
+        assert row.rescaled_error[scheme] == pytest.approx(_reference_metrics(real, rescaled)[0], rel=1e-6), scheme
+    assert row.rescaled_error["none"] == pytest.approx(row.relative_error["oracle"], rel=1e-9)
     # The oracle is the best per-channel scale: no scheme of that family beats it.
     for scheme in ("none", "xnor-alpha", "learned"):
         assert row.relative_error["oracle"] <= row.relative_error[scheme] + 1e-12

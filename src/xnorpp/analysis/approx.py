@@ -26,7 +26,12 @@ Two numbers per layer and scheme, accumulated over all the images (float64):
 * cosine similarity ``⟨I∗W, approx⟩ / (‖I∗W‖₂ ‖approx‖₂)``. It ignores one
   global scale: ``sqrt(1 − cos²)`` is the relative error after the best single
   rescaling, the fair number for a learned Γ whose overall magnitude a later
-  normalization can absorb.
+  normalization can absorb;
+* the relative error after the best per-output-channel rescaling of the
+  approximation (``rescaled_error``): it judges only the *shape* of a scale (its
+  spatial pattern), not its magnitude. For the per-channel schemes (none, α,
+  ``gamma-o``) it equals the oracle's error; a spatial scale (Kα, β, γ) beats
+  the oracle exactly when its spatial pattern helps.
 
 Sanity values (tested): on i.i.d. Gaussian inputs and weights the relative error
 of XNOR-Net (``xnor``) tends to ``sqrt(1 − 4/π²) ≈ 0.771`` and that of binary
@@ -61,16 +66,17 @@ class LayerApprox:
     output_shape: tuple[int, ...]
     relative_error: dict[str, float | None] = field(default_factory=dict)
     cosine: dict[str, float | None] = field(default_factory=dict)
+    rescaled_error: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "scaling": self.scaling,
                 "output_shape": list(self.output_shape), "relative_error": dict(self.relative_error),
-                "cosine": dict(self.cosine)}
+                "cosine": dict(self.cosine), "rescaled_error": dict(self.rescaled_error)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerApprox":
         return cls(d["name"], d["kind"], d["scaling"], tuple(d["output_shape"]), dict(d["relative_error"]),
-                   dict(d["cosine"]))
+                   dict(d["cosine"]), dict(d.get("rescaled_error", {})))
 
 
 @dataclass
@@ -90,7 +96,8 @@ class ApproxReport:
 
     def to_dict(self) -> dict:
         return {"images": self.images, "schemes": list(SCHEMES), "layers": [r.to_dict() for r in self.layers],
-                "mean_relative_error": self.mean("relative_error"), "mean_cosine": self.mean("cosine")}
+                "mean_relative_error": self.mean("relative_error"), "mean_cosine": self.mean("cosine"),
+                "mean_rescaled_error": self.mean("rescaled_error")}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ApproxReport":
@@ -100,10 +107,12 @@ class ApproxReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def table(self, markdown: bool = False) -> str:
-        """Two tables (relative error, cosine similarity): layers × schemes."""
+        """Three tables (relative error, cosine similarity, error after per-channel rescaling): layers × schemes."""
         parts = []
         for metric, title in (("relative_error", "relative error ‖I∗W − approx‖ / ‖I∗W‖ (lower is better)"),
-                              ("cosine", "cosine similarity (higher is better)")):
+                              ("cosine", "cosine similarity (higher is better)"),
+                              ("rescaled_error", "relative error after the best per-channel rescaling: the "
+                                                 "shape of each scale (lower is better)")):
             head = ["layer", "trained with"] + [SCHEME_TITLES[s] for s in SCHEMES]
             rows = [[r.name, r.scaling] + [_fmt(getattr(r, metric).get(s)) for s in SCHEMES] for r in self.layers]
             mean = self.mean(metric)
@@ -178,9 +187,9 @@ class _Accumulator:
             self.ya[scheme] = self.ya.get(scheme, 0) + ya
             self.aa[scheme] = self.aa.get(scheme, 0) + aa
 
-    def metrics(self) -> tuple[dict, dict]:
+    def metrics(self) -> tuple[dict, dict, dict]:
         yy = float(self.yy.sum())
-        rel, cos = {}, {}
+        rel, cos, rescaled = {}, {}, {}
         for scheme in SCHEMES:
             if scheme == "oracle":
                 ya, aa = self.ya["none"], self.aa["none"]
@@ -191,11 +200,17 @@ class _Accumulator:
                 dot, norm2 = float(self.ya[scheme].sum()), float(self.aa[scheme].sum())
                 err2 = yy - 2 * dot + norm2
             else:
-                rel[scheme] = cos[scheme] = None
+                rel[scheme] = cos[scheme] = rescaled[scheme] = None
                 continue
             rel[scheme] = math.sqrt(max(err2, 0.0) / yy) if yy > 0 else None
             cos[scheme] = dot / math.sqrt(yy * norm2) if yy > 0 and norm2 > 0 else None
-        return rel, cos
+            # Best per-channel rescaling s_o = ⟨y,a⟩_o/⟨a,a⟩_o leaves Σ_o ⟨y,y⟩_o − ⟨y,a⟩_o²/⟨a,a⟩_o.
+            key = "none" if scheme == "oracle" else scheme
+            ya, aa = self.ya[key], self.aa[key]
+            nz = aa > 0
+            left = yy - float((ya[nz] ** 2 / aa[nz]).sum())
+            rescaled[scheme] = math.sqrt(max(left, 0.0) / yy) if yy > 0 else None
+        return rel, cos, rescaled
 
 
 def binary_layers(model: nn.Module) -> list[tuple[str, BinaryLayer]]:
@@ -275,6 +290,7 @@ def approximation_error(model: nn.Module, data, *, max_images: int | None = 256,
         acc = accumulators[name]
         if acc.yy is None:  # layer not reached by the forward pass
             continue
-        rel, cos = acc.metrics()
-        report.layers.append(LayerApprox(name, type(layer).__name__, layer.scaling, acc.output_shape, rel, cos))
+        rel, cos, rescaled = acc.metrics()
+        report.layers.append(LayerApprox(name, type(layer).__name__, layer.scaling, acc.output_shape, rel, cos,
+                                         rescaled))
     return report

@@ -12,7 +12,7 @@ folder (made by :func:`xnorpp.train.train`, holds ``config.json`` and
 * ``approx_error.png`` — per-layer relative error and cosine similarity of each
   model's own scale against the real convolution, with the oracle (dashed);
 * ``approx_schemes.png`` — for one model, every scheme per layer (none, α, Kα,
-  learned Γ, oracle);
+  learned Γ, oracle), as is and after the best per-channel rescaling;
 * ``factors-<run>.png`` — the learned factors of each ``gamma-*`` model: α over
   output channels, the spatial factor drawn as an image (β⊗γ, β, or Γ averaged
   over channels), and its profiles over rows (β) and columns (γ).
@@ -188,22 +188,36 @@ def plot_approx(approx_by_run: dict, out: Path) -> Path | None:
 
 
 def plot_schemes(label: str, approx: dict, out: Path) -> Path:
-    """Every scheme's per-layer relative error for one model (grouped bars)."""
+    """Every scheme's per-layer error for one model (grouped bars): as is, and after per-channel rescaling."""
     plt = _plt()
     layers = approx["layers"]
-    schemes = [s for s in SCHEMES if s != "none" and any(r["relative_error"].get(s) is not None for r in layers)]
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(layers) + 3), 4))
+    schemes = [s for s in SCHEMES if any(r["relative_error"].get(s) is not None for r in layers)]
+    fig, axes = plt.subplots(1, 2, figsize=(max(11, 1.6 * len(layers) + 4), 4.4))
     width = 0.8 / len(schemes)
-    for i, s in enumerate(schemes):
-        xs = [j + (i - (len(schemes) - 1) / 2) * width for j in range(len(layers))]
-        ax.bar(xs, [_nan(r["relative_error"].get(s)) for r in layers], width, label=SCHEME_TITLES[s])
-    ax.set_xticks(range(len(layers)), [r["name"] for r in layers], rotation=45, ha="right", fontsize=7)
-    ax.set(ylabel="relative error", title=f"{label}: each scale on the same binary products "
-                                          f"({approx['images']} images; 'none' omitted: its error is the scale gap)")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    for ax, metric, title in (
+            (axes[0], "relative_error", "relative error of each scale as it is"),
+            (axes[1], "rescaled_error", "after the best per-channel rescaling (shape only)")):
+        values = []
+        for i, s in enumerate(schemes):
+            xs = [j + (i - (len(schemes) - 1) / 2) * width for j in range(len(layers))]
+            ys = [_nan(r.get(metric, {}).get(s)) for r in layers]
+            values += [v for v in ys if v == v]
+            ax.bar(xs, ys, width, label=SCHEME_TITLES[s])
+        if values and max(values) > 20 * max(min(values), 1e-12):
+            ax.set_yscale("log")  # 'none' is off by the whole scale: keep the others readable
+        elif values and metric == "rescaled_error":  # close values: zoom in
+            lo, hi = min(values), max(values)
+            ax.set_ylim(max(0.0, lo - 0.25 * (hi - lo) - 0.01), hi + 0.1 * (hi - lo) + 0.01)
+            title += " — axis zoomed"
+        ax.set_xticks(range(len(layers)), [r["name"] for r in layers], rotation=45, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("‖I∗W − approx‖ / ‖I∗W‖")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(f"{label}: every scale on the same binary products ({approx['images']} held-out images)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path = out / "approx_schemes.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
