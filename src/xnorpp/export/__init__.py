@@ -1,0 +1,145 @@
+"""Export a trained model to one packed file for :mod:`xnorpp.runtime` (the only torch → packed bridge).
+
+>>> from xnorpp.export import export_model
+>>> export_model(model_or_checkpoint, "model.xnor")          # or: xnorpp export CHECKPOINT -o model.xnor
+
+The file (safetensors, no pickle) holds binary weights at 1 bit each, the folded
+output-stage parameters (α or Γ factors, bias, PReLU slope, the batch norm before
+each binary layer as a packing affine), the real layers in float32 (or float16 with
+``real_dtype="float16"``) and the graph as JSON. The model is traced with torch.fx;
+a layer the runtime cannot run raises :class:`ExportError` naming it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runtime.format import SUFFIX, write_model
+from .graph import SUPPORTED_MODULES, ExportError, trace
+
+__all__ = ["export_model", "export_and_measure", "ExportError", "SUPPORTED_MODULES", "float_checkpoint_bytes"]
+
+
+def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
+    if isinstance(model_or_checkpoint, nn.Module):
+        return model_or_checkpoint, {}
+    path = Path(model_or_checkpoint)
+    from ..train import load_model  # the training package knows how to rebuild its models
+
+    model = load_model(path)
+    config = {}
+    for candidate in (path / "config.json", path.parent / "config.json"):
+        if candidate.is_file():
+            import json
+
+            config = json.loads(candidate.read_text())
+            break
+    return model, config
+
+
+def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+                 real_dtype: str = "float32", *, dataset: str | None = None) -> Path:
+    """Write ``model_or_checkpoint`` (an ``nn.Module``, a checkpoint/model.pt or a run folder) to ``path``.
+
+    ``input_size`` (h, w) is recorded so the runtime refuses other sizes (needed anyway by spatial
+    Γ shapes); ``dataset`` records the input normalization of a known data set for ``xnorpp run``.
+    Returns the path written (atomically).
+    """
+    model, config = _load(model_or_checkpoint)
+    was_training = model.training
+    model.eval()
+    try:
+        graph, tensors = trace(model, real_dtype)
+    finally:
+        model.train(was_training)
+    dataset = dataset or config.get("dataset")
+    if input_size is None and dataset:
+        try:
+            from ..data import dataset_info
+
+            input_size = dataset_info(dataset).input_size
+        except ValueError:
+            pass
+    if input_size is not None:
+        graph["input"]["size"] = [int(input_size[0]), int(input_size[1])]
+    if dataset:
+        try:
+            from ..data import dataset_info
+
+            info = dataset_info(dataset)
+            graph["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
+            graph["num_classes"] = info.num_classes
+        except ValueError:
+            pass
+    from .. import __version__
+
+    graph["producer"] = f"xnorpp {__version__}"
+    graph["real_dtype"] = real_dtype
+    return write_model(path, graph, tensors)
+
+
+def float_checkpoint_bytes(model: nn.Module) -> int:
+    """Size of the model's float32 state_dict saved with torch.save (the float checkpoint)."""
+    buf = io.BytesIO()
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}, buf)
+    return buf.tell()
+
+
+def _median_time(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.ndarray | torch.Tensor,
+                       labels: np.ndarray | torch.Tensor, *, input_size=None, dataset: str | None = None,
+                       batch_size: int = 256, repeat: int = 20) -> dict:
+    """Export ``model`` to ``path`` and report the packed model's accuracy, size and speed.
+
+    ``images`` are normalized float32 (N, C, H, W), ``labels`` integers. Returns a dict with
+    ``packed_top1``, ``torch_top1``, ``agreement`` (fraction of equal predictions),
+    ``max_logit_rel_diff``, ``file_bytes``, ``float_checkpoint_bytes``, ``size_ratio``,
+    ``batch1_ms_packed``, ``batch1_ms_torch``, ``speedup_batch1`` and ``isa``, ``threads``.
+    """
+    from .. import runtime
+
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    out = export_model(model, path, input_size=input_size or tuple(x.shape[2:]), dataset=dataset)
+    packed = runtime.load(out)
+    model.eval()
+    logits_p = packed.predict(x, batch_size)
+    with torch.no_grad():
+        logits_t = torch.cat([model(torch.from_numpy(x[i:i + batch_size]))
+                              for i in range(0, len(x), batch_size)]).numpy()
+    rel = np.abs(logits_p - logits_t).max(axis=1) / np.maximum(np.abs(logits_t).max(axis=1), 1e-12)
+    one = np.ascontiguousarray(x[:1])
+    with torch.no_grad():
+        t_torch = _median_time(lambda: model(torch.from_numpy(one)), repeat)
+    t_packed = _median_time(lambda: packed(one), repeat)
+    file_bytes = os.path.getsize(out)
+    float_bytes = float_checkpoint_bytes(model)
+    return {
+        "path": str(out), "images": int(len(x)),
+        "packed_top1": float((logits_p.argmax(1) == y).mean()),
+        "torch_top1": float((logits_t.argmax(1) == y).mean()),
+        "agreement": float((logits_p.argmax(1) == logits_t.argmax(1)).mean()),
+        "max_logit_rel_diff": float(rel.max()), "median_logit_rel_diff": float(np.median(rel)),
+        "file_bytes": int(file_bytes), "float_checkpoint_bytes": int(float_bytes),
+        "size_ratio": float(float_bytes / file_bytes),
+        "batch1_ms_packed": 1e3 * t_packed, "batch1_ms_torch": 1e3 * t_torch,
+        "speedup_batch1": t_torch / t_packed, "isa": packed.isa, "threads": runtime.num_threads(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,47 @@
+"""The packed CPU runtime: run an exported binary network with numpy and the compiled core, no PyTorch.
+
+>>> import xnorpp.runtime
+>>> model = xnorpp.runtime.load("model.xnor")     # written by `xnorpp export`
+>>> logits = model(images)                         # float32 numpy array (N, C, H, W)
+
+Binary layers run bit-packed kernels (1 bit per weight and activation, XNOR + popcount)
+with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPCNTDQ),
+``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
+if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
+Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
+idle threads wait passively.
+"""
+
+from __future__ import annotations
+
+from .. import _core
+from .format import FORMAT_VERSION, SUFFIX, ModelFormatError
+from .model import PackedModel, load
+
+
+def isa() -> str:
+    """The instruction-set path new layers use: 'avx512', 'avx2' or 'portable'."""
+    return _core.isa()
+
+
+def set_isa(name: str) -> None:
+    """Force an instruction-set path ('avx512', 'avx2', 'portable', or 'auto') for layers loaded after."""
+    _core.set_isa(name)
+
+
+def supported_isas() -> list[str]:
+    """The instruction-set paths this CPU can run, best first."""
+    return list(_core.supported_isas())
+
+
+def num_threads() -> int:
+    return _core.num_threads()
+
+
+def set_num_threads(threads: int) -> None:
+    """Number of threads of the packed kernels (>= 1)."""
+    _core.set_num_threads(int(threads))
+
+
+__all__ = ["load", "PackedModel", "ModelFormatError", "FORMAT_VERSION", "SUFFIX", "isa", "set_isa",
+           "supported_isas", "num_threads", "set_num_threads"]

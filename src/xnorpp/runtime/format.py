@@ -1,0 +1,129 @@
+"""The packed model file (``.xnor``): one safetensors file, no pickle.
+
+Layout: the safetensors header's ``__metadata__`` holds
+
+``format``          ``"xnorpp-packed"``
+``format_version``  an integer (this runtime reads versions up to :data:`FORMAT_VERSION`)
+``graph``           the graph as JSON (see :mod:`xnorpp.runtime.model`)
+``data_sha256``     SHA-256 of the tensor data section, so a corrupted file is refused
+
+and the tensors are the graph's parameters: binary weights as ``uint8`` sign bits packed
+1 bit per weight (LSB first, bit 1 ⇔ w < 0, in ``(O, KH, KW, C/groups)`` order), the
+folded output-stage parameters in float32, and the real layers in float32 or float16.
+
+This module imports neither torch nor the compiled core: the exporter writes with it,
+the runtime reads with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_NAME = "xnorpp-packed"
+FORMAT_VERSION = 1
+SUFFIX = ".xnor"
+
+
+class ModelFormatError(ValueError):
+    """The file is not a packed xnorpp model this runtime can read (truncated, corrupted, newer...)."""
+
+
+def _data_section(blob: bytes) -> tuple[int, bytes]:
+    if len(blob) < 8:
+        raise ModelFormatError(f"file too short ({len(blob)} bytes) to be a safetensors file")
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    if header_len > len(blob) - 8:
+        raise ModelFormatError(f"header length {header_len} exceeds the file size {len(blob)}: truncated file?")
+    return header_len, blob[8 + header_len:]
+
+
+def write_model(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndarray]) -> Path:
+    """Write a packed model atomically (temporary file in the same folder, then rename)."""
+    from safetensors.numpy import save
+
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+            "graph": json.dumps(graph, separators=(",", ":"))}
+    _, data = _data_section(save(tensors, metadata=meta))
+    meta["data_sha256"] = hashlib.sha256(data).hexdigest()
+    blob = save(tensors, metadata=meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and validate a packed model file; returns ``(graph, tensors)``.
+
+    Raises :class:`ModelFormatError` naming what is wrong for a truncated or corrupted
+    file, a file of another format, or one written by a newer xnorpp.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no packed model at {str(path)!r}")
+    blob = path.read_bytes()
+    where = f"{str(path)!r}"
+    header_len, data = _data_section(blob)
+    try:
+        header = json.loads(blob[8:8 + header_len].decode("utf-8"))
+        meta = header.get("__metadata__") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise ModelFormatError(f"{where}: corrupted header ({err}); not a packed xnorpp model") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"{where}: not a packed xnorpp model (metadata format is "
+                               f"{meta.get('format') if isinstance(meta, dict) else None!r}, "
+                               f"expected {FORMAT_NAME!r}); create one with `xnorpp export`")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise ModelFormatError(f"{where}: corrupted format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(f"{where}: format version {version} is newer than this runtime reads "
+                               f"(up to {FORMAT_VERSION}); upgrade xnorpp")
+    if version < 1:
+        raise ModelFormatError(f"{where}: invalid format version {version}")
+    if hashlib.sha256(data).hexdigest() != meta.get("data_sha256"):
+        raise ModelFormatError(f"{where}: tensor data checksum mismatch: the file is truncated or corrupted")
+    try:
+        graph = json.loads(meta["graph"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ModelFormatError(f"{where}: corrupted graph ({err})") from None
+    try:
+        from safetensors.numpy import load
+
+        tensors = load(blob)
+    except Exception as err:  # safetensors' own error type for a malformed file
+        raise ModelFormatError(f"{where}: corrupted tensor table ({err})") from None
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        raise ModelFormatError(f"{where}: corrupted graph (no node list)")
+    return graph, tensors
+
+
+def pack_sign_bits(weight: np.ndarray) -> np.ndarray:
+    """Sign bits of a weight array, 1 bit per weight (LSB first, bit 1 ⇔ w < 0), as uint8."""
+    return np.packbits((np.asarray(weight) < 0).reshape(-1), bitorder="little")
+
+
+def unpack_sign_bits(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_sign_bits`: ±1 float32 array of ``shape``."""
+    count = int(np.prod(shape))
+    if bits.dtype != np.uint8 or bits.ndim != 1 or bits.size != (count + 7) // 8:
+        raise ModelFormatError(f"packed weights of {bits.size} bytes do not hold {count} bits of shape {shape}")
+    flat = np.unpackbits(bits, bitorder="little", count=count)
+    return np.where(flat.reshape(shape) != 0, np.float32(-1.0), np.float32(1.0))
