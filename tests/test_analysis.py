@@ -359,3 +359,36 @@ def test_compare_skips_finished_runs_and_resumes(tmp_path, monkeypatch):
         compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], epochs=5, progress=None)
     with pytest.raises(ValueError, match="unknown scaling 'gamma-x'.*valid names"):
         compare(folder, model="tiny", scalings=["gamma-x"], progress=None)
+
+
+# -- summary against the packed file written by the exporter ------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: (_small_model(), (1, 8, 8)),
+    lambda: (_models().create("fmnist-net", in_channels=1, input_size=12, scaling="gamma-o-hw", width=8),
+             (1, 12, 12)),
+    lambda: (_models().create("fmnist-net", in_channels=1, input_size=12, scaling="xnor", width=8), (1, 12, 12)),
+])
+def test_summary_agrees_with_exported_file(tmp_path, make):
+    from safetensors.numpy import load_file
+
+    from xnorpp.export import export_model
+
+    model, shape = make()
+    path = export_model(model, tmp_path / "m.xnor", input_size=shape[1:])
+    tensor_bytes = sum(a.nbytes for a in load_file(str(path)).values())
+    s = summary(model, shape)
+    assert s.predicted_packed_tensor_bytes == tensor_bytes  # predicted from the layer list
+    assert s.packed_tensor_bytes == tensor_bytes
+    assert s.packed_bytes == path.stat().st_size
+    # Binary weights take 1 bit each: the packed data is far below the float32 size of the same weights.
+    binary_bytes = sum(math.ceil(r.binary_params / 8) for r in s.layers if r.binary_params)
+    assert tensor_bytes == binary_bytes + 4 * sum(
+        a.size for k, a in load_file(str(path)).items() if not k.endswith("weight_bits"))
+    assert s.compression_ratio == pytest.approx(s.float32_bytes / path.stat().st_size)
+
+
+def _models():
+    import xnorpp.models
+
+    return xnorpp.models

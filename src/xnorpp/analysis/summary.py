@@ -17,12 +17,21 @@ per layer:
   (BatchNorm, PReLU, multiplying by a scale, residual additions, pooling) is not
   counted, as in Larq's ``models.summary``.
 * **memory** — the layer's training-graph storage at 1 bit per binary weight
-  and 32 bits per float number.
+  and 32 bits per float number;
+* **packed bits** — what the layer takes in the packed file that
+  :func:`xnorpp.export.export_model` writes: the sign bits of a binary layer's
+  weights (1 bit each, packed to whole bytes per layer) plus float32 bias, α or
+  learned Γ factors; float32 weights and bias of real convolutions and linear
+  layers; two float32 numbers per channel for BatchNorm (scale and shift: the
+  running statistics are folded); PReLU slopes; and ``o`` slopes for a ReLU that
+  the exporter fuses into the binary layer before it.
 
-The totals report the float32-equivalent size (every number at 32 bits), the
-size of the packed file that :func:`xnorpp.export.export_model` writes (when the
-model can be exported: see :func:`packed_size`), the compression ratio, the
-share of binary MACs and the number of learned scaling parameters.
+The totals report the float32-equivalent size (every parameter and BatchNorm
+statistic at 32 bits), the packed tensor bytes predicted from the layers, the
+size of the packed file itself (when the model can be exported: the exporter
+writes it to a temporary folder; file = tensor data + safetensors header with
+the graph), the compression ratio (float32-equivalent / packed file), the share
+of binary MACs and the number of learned scaling parameters.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ class LayerSummary:
     learned_scale_params: int = 0  # part of float_params: the learned Γ factors
     binary_macs: int = 0
     float_macs: int = 0
+    packed_bits: int = 0  # in the exported file (see the module docstring)
 
     @property
     def memory_bits(self) -> int:
@@ -72,7 +82,7 @@ class ModelSummary:
     input_shape: tuple[int, ...]  # (c, h, w) of one image
     layers: list[LayerSummary] = field(default_factory=list)
     packed_bytes: int | None = None  # size of the exported file, when the model can be exported
-    packed_tensor_bytes: int | None = None  # of which tensor data
+    packed_tensor_bytes: int | None = None  # of which tensor data (as the file's header records it)
     packed_note: str = ""
 
     # -- totals --------------------------------------------------------------------------
@@ -111,6 +121,11 @@ class ModelSummary:
         return sum(r.memory_bits for r in self.layers)
 
     @property
+    def predicted_packed_tensor_bytes(self) -> int:
+        """Tensor data of the packed file, predicted from the layers (agrees with the exported file)."""
+        return sum(r.packed_bits for r in self.layers) // 8
+
+    @property
     def float32_bytes(self) -> int:
         """Every parameter and float buffer stored as float32."""
         return 4 * self.total_params
@@ -132,6 +147,7 @@ class ModelSummary:
             "memory_bits": self.memory_bits,
             "memory_bytes": math.ceil(self.memory_bits / 8),
             "float32_bytes": self.float32_bytes,
+            "predicted_packed_tensor_bytes": self.predicted_packed_tensor_bytes,
             "packed_bytes": self.packed_bytes,
             "packed_tensor_bytes": self.packed_tensor_bytes,
             "compression_ratio": self.compression_ratio,
@@ -147,25 +163,30 @@ class ModelSummary:
     # -- rendering -----------------------------------------------------------------------
     def table(self, markdown: bool = False) -> str:
         """The per-layer table and the totals as text (``markdown=True``: a Markdown table)."""
-        head = ["layer", "kind", "output", "binary params", "float params", "memory", "binary MACs",
+        head = ["layer", "kind", "output", "binary params", "float params", "memory", "packed", "binary MACs",
                 "float MACs"]
         rows = [[r.name, r.kind, "×".join(map(str, r.output_shape)), _num(r.binary_params),
-                 _num(r.float_params), _bytes(r.memory_bits / 8), _num(r.binary_macs), _num(r.float_macs)]
+                 _num(r.float_params), _bytes(r.memory_bits / 8), _bytes(r.packed_bits / 8), _num(r.binary_macs),
+                 _num(r.float_macs)]
                 for r in self.layers]
         rows.append(["total", "", "", _num(self.binary_params), _num(self.float_params),
-                     _bytes(self.memory_bits / 8), _num(self.binary_macs), _num(self.float_macs)])
+                     _bytes(self.memory_bits / 8), _bytes(self.predicted_packed_tensor_bytes),
+                     _num(self.binary_macs), _num(self.float_macs)])
         lines = _render(head, rows, markdown)
         lines.append("")
         ratio = self.compression_ratio
-        packed = (f"{_bytes(self.packed_bytes)} ({self.packed_bytes:,} bytes)" if self.packed_bytes is not None
-                  else "n/a")
+        packed = (f"{_bytes(self.packed_bytes)} ({self.packed_bytes:,} bytes: {self.packed_tensor_bytes:,} tensor "
+                  f"data + {self.packed_bytes - self.packed_tensor_bytes:,} header and graph)"
+                  if self.packed_bytes is not None else "n/a (not exported)")
         facts = [
             ("input shape", "×".join(map(str, self.input_shape))),
             ("parameters", f"{self.total_params:,} ({self.binary_params:,} binary, {self.float_params:,} float)"),
             ("learned scaling parameters", f"{self.learned_scale_params:,}"),
             ("memory at 1 bit / 32 bits", f"{_bytes(self.memory_bits / 8)} ({self.memory_bits:,} bits)"),
             ("float32-equivalent size", f"{_bytes(self.float32_bytes)} ({self.float32_bytes:,} bytes)"),
-            ("packed model size", packed),
+            ("packed tensors (predicted)", f"{_bytes(self.predicted_packed_tensor_bytes)} "
+                                           f"({self.predicted_packed_tensor_bytes:,} bytes)"),
+            ("packed file", packed),
             ("compression ratio", f"{ratio:.2f}×" if ratio else "n/a"),
             ("MACs per image", f"{_num(self.binary_macs)} binary, {_num(self.float_macs)} float "
                                f"({100 * self.binary_mac_share:.1f}% binary)"),
@@ -200,7 +221,7 @@ def _render(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         return out + ["| " + " | ".join(r) + " |" for r in rows]
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-    numeric = {3, 4, 5, 6, 7}
+    numeric = {3, 4, 5, 6, 7, 8}
 
     def fmt(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -232,6 +253,7 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
         if b.is_floating_point():  # BatchNorm running statistics (not num_batches_tracked)
             row.float_params += b.numel()
 
+    row.packed_bits = _packed_bits(module)
     if isinstance(module, nn.Conv2d):
         o, c_per_group, kh, kw = module.weight.shape
         h_out, w_out = out.shape[-2:]
@@ -252,6 +274,20 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
         else:
             row.float_macs = macs
     return row
+
+
+def _packed_bits(module: nn.Module) -> int:
+    """Bits the exporter stores for this module (a ReLU fused into a binary layer: see summary())."""
+    if isinstance(module, BinaryLayer):
+        floats = sum(getattr(module, f).numel() for f in module.scaling_spec.factors)
+        floats += module.bias.numel() if module.bias is not None else 0
+        floats += module.weight.shape[0] if module.scaling_spec.analytic_alpha else 0
+        return 8 * math.ceil(module.weight.numel() / 8) + FLOAT_BITS * floats
+    if isinstance(module, (nn.Conv2d, nn.Linear, nn.PReLU)):
+        return FLOAT_BITS * sum(p.numel() for p in module.parameters(recurse=False))
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return FLOAT_BITS * 2 * module.num_features  # folded to scale and shift
+    return 0
 
 
 def _input_shape(model: nn.Module, input_size) -> tuple[int, int, int]:
@@ -289,12 +325,20 @@ def summary(model: nn.Module, input_size, *, packed: bool = True) -> ModelSummar
     order: list[str] = []
     hooks = []
 
+    binary_outputs: dict[int, tuple[torch.Tensor, int]] = {}  # id → (tensor kept alive, out channels)
+
     def hook_for(name):
         def hook(module, args, output):
             if name in rows or not args or not isinstance(output, torch.Tensor):
                 return
             order.append(name)
             rows[name] = _count_layer(name, module, args[0], output)
+            if isinstance(module, BinaryLayer):
+                binary_outputs[id(output)] = (output, module.weight.shape[0])
+            elif isinstance(module, (nn.ReLU, nn.PReLU)) and id(args[0]) in binary_outputs:
+                # The exporter fuses an activation right after a binary layer into its output stage,
+                # storing one slope per output channel (0 for ReLU).
+                rows[name].packed_bits = FLOAT_BITS * binary_outputs[id(args[0])][1]
         return hook
 
     for name, module in model.named_modules():
@@ -319,7 +363,9 @@ def summary(model: nn.Module, input_size, *, packed: bool = True) -> ModelSummar
     seen = set(order)
     for name, module in model.named_modules():
         if name not in seen and not list(module.children()) and any(True for _ in module.parameters()):
-            result.layers.append(_count_layer(name, module, x, torch.zeros(1, 0)))
+            row = _count_layer(name, module, x, torch.zeros(1, 0))
+            row.packed_bits = 0  # never run: not in the exported graph
+            result.layers.append(row)
     if packed:
         try:
             result.packed_bytes, result.packed_tensor_bytes = packed_size(model, shape)
@@ -342,7 +388,7 @@ def packed_size(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.xnor"
-        export.export_model(model, path, input_size=tuple(input_shape))
+        export.export_model(model, path, input_size=tuple(input_shape)[-2:])
         return path.stat().st_size, safetensors_tensor_bytes(path)
 
 
