@@ -1,0 +1,121 @@
+"""``xnorpp train``: train a binary (or float) network with a named recipe; see ``xnorpp.train.train``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model (single process, or DDP under torchrun)",
+        description="Train a model with a named recipe. Every run gets a folder with config.json, metrics.csv, "
+                    "tb/ (TensorBoard), checkpoint.pt (each epoch), model.pt and result.json. "
+                    "Distributed: torchrun --nproc-per-node N -m xnorpp train ... (gloo on CPU, NCCL on GPU). "
+                    "Options left out take the recipe's value.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, help="model name (default fmnist-net; see --list)")
+    p.add_argument("--dataset", default=None, help="data set (default fashion-mnist; see --list)")
+    p.add_argument("--scaling", default=None, help="scaling of the binary layers (default gamma-o-h-w)")
+    p.add_argument("--recipe", default=None, help="xnorpp-paper, bnn-two-step or fast-cpu (default xnorpp-paper)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="per process")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None, help="on conv/linear weights only")
+    p.add_argument("--clip-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp binary layers' latent weights to [-1, 1] after each step")
+    p.add_argument("--ste", default=None, help="pseudo-gradient of sign: clipped, approx, identity")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="training augmentation (random crop, flip where the data set allows)")
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor option, e.g. width=32 or binary_downsample=true (repeatable)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data-root", default=None, help="folder with the data set's files")
+    p.add_argument("--out-dir", default=None, help="parent of new run folders (default runs)")
+    p.add_argument("--run-dir", default=None, help="exact run folder (default: OUT_DIR/<time>-<dataset>-<model>-...)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its last checkpoint with its saved settings")
+    p.add_argument("--stop-after", type=int, default=None, help="stop this invocation after N epochs (resumable)")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (folder data sets)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="on CUDA")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--list", action="store_true", help="list models, data sets, recipes and scalings, then exit")
+    p.set_defaults(func=run)
+
+
+def parse_value(text: str):
+    """'32' → 32, '0.5' → 0.5, 'true' → True, '1,2,2' → (1, 2, 2), else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if "," in text:
+        return tuple(parse_value(t) for t in text.split(",") if t)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+FIELDS = ("model", "dataset", "scaling", "recipe", "epochs", "batch_size", "lr", "weight_decay", "clip_weights",
+          "ste", "augment", "label_smoothing", "seed", "data_root", "out_dir", "run_dir", "stop_after",
+          "train_subset", "workers", "device", "threads", "amp", "channels_last", "progress", "tensorboard")
+# Settings a resumed run may change: how it runs, not what it computes.
+RESUME_OVERRIDES = ("stop_after", "workers", "device", "threads", "progress", "tensorboard", "data_root")
+
+
+def print_lists() -> None:
+    from ..data import DATASETS
+    from ..models import list_models
+    from ..scaling import SCALINGS
+    from ..train import RECIPES
+    print("models:   " + ", ".join(list_models()))
+    print("data sets:")
+    for d in DATASETS.values():
+        print(f"  {d.name:<14} {d.description}")
+    print("recipes:")
+    for r in RECIPES.values():
+        print(f"  {r.name:<14} {r.description}")
+    print("scalings: " + ", ".join(SCALINGS))
+
+
+def run(args) -> int:
+    from ..train import TrainConfig, load_config, train
+    if args.list:
+        print_lists()
+        return 0
+    given = {f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None}
+    try:
+        opts = {}
+        for item in args.model_opt:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--model-opt expects KEY=VALUE, got {item!r}")
+            opts[key.replace("-", "_")] = parse_value(value)
+        if args.resume:
+            config = load_config(args.resume)
+            blocked = sorted(k for k in given if k not in RESUME_OVERRIDES) + (["model_opt"] if opts else [])
+            if blocked:
+                raise ValueError(f"--resume reuses the run's saved settings; these cannot change: "
+                                 f"{', '.join(blocked)} (allowed: {', '.join(RESUME_OVERRIDES)})")
+            for k, v in given.items():
+                setattr(config, k, v)
+            config.run_dir, config.resume = args.resume, True
+        else:
+            config = TrainConfig(**given, model_opts=opts)
+        result = train(config)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        print(f"xnorpp train: error: {err}", file=sys.stderr)
+        return 2
+    state = "finished" if result.finished else "stopped (resume with --resume)"
+    print(f"{state}: test top-1 {result.test_top1:.2f}%, top-5 {result.test_top5:.2f}%, best top-1 "
+          f"{result.best_top1:.2f}%, {result.train_time_s:.0f} s training, {result.params:,} parameters")
+    print(f"run folder: {result.run_dir}")
+    return 0

@@ -1,0 +1,23 @@
+"""Data sets: ``get_dataset(name, split, data_root=None)`` and ``DATASETS`` (their facts).
+
+=================  ======================================================================
+name               source
+=================  ======================================================================
+``fashion-mnist``  IDX files: ``--data-root``, /usr/share/datasets/fashion-mnist (Debian's
+                   ``dataset-fashion-mnist``), the cache, or a download with MD5 check
+``mnist``          IDX files, found and downloaded the same way
+``cifar10``        torchvision's CIFAR-10 under ``--data-root`` or the cache (downloads)
+``imagenet``       class folders ``<root>/train/<class>/*`` and ``<root>/val/<class>/*``
+``digits``         scikit-learn's 8×8 digits (1797 images; for fast tests)
+``synthetic``      random class templates plus noise, made on the fly (no files)
+=================  ======================================================================
+
+Small sets are held in memory as tensors (:class:`InMemoryDataset`) and batched
+by :class:`InMemoryLoader` with vectorized augmentation, no worker processes.
+"""
+
+from .datasets import (DATASETS, DatasetInfo, InMemoryDataset, InMemoryLoader, dataset_info, get_dataset,
+                       make_loader)
+
+__all__ = ["DATASETS", "DatasetInfo", "InMemoryDataset", "InMemoryLoader", "dataset_info", "get_dataset",
+           "make_loader"]
