@@ -1,0 +1,167 @@
+"""Export → packed runtime equals the PyTorch model: every scaling, every supported layer, every ISA."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xnorpp import _core, runtime
+from xnorpp.export import ExportError, export_and_measure, export_model
+from xnorpp.models import create
+from xnorpp.nn import BinaryConv2d, BinaryLinear
+from xnorpp.runtime.data import load_test_set
+from xnorpp.scaling import SCALINGS
+
+
+def _randomize(model: nn.Module, seed: int) -> nn.Module:
+    """Untrained models have trivial BN statistics and factors of 1: give every parameter a value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "scale_" in name:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif name.endswith("bias") or ".act" in name or "weight" in name and p.dim() == 1:
+                p.copy_(torch.rand(p.shape, generator=g) - 0.3)
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def _compare(model, x, path, rtol=1e-4, **kw):
+    out = export_model(model, path, input_size=tuple(x.shape[2:]), **kw)
+    packed = runtime.load(out)
+    got = packed.predict(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    scale = np.abs(expect).max(axis=1, keepdims=True)
+    assert np.all(np.abs(got - expect) <= rtol * scale), np.abs(got - expect).max()
+    np.testing.assert_array_equal(got.argmax(1), expect.argmax(1))
+    return packed
+
+
+def _fashion_test_images() -> np.ndarray:
+    try:
+        images, _ = load_test_set("fashion-mnist")
+        x = (images.astype(np.float32) / 255.0 - 0.2860) / 0.3530
+    except FileNotFoundError:  # no data here: the same number of random images
+        x = np.random.default_rng(0).standard_normal((10000, 1, 28, 28))
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return _fashion_test_images()
+
+
+@pytest.mark.parametrize("scaling", list(SCALINGS))
+def test_fmnist_net_whole_test_set_every_scaling(scaling, fashion, tmp_path):
+    torch.manual_seed(0)
+    model = _randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
+    _compare(model, fashion, tmp_path / "m.xnor")
+
+
+def test_every_isa_gives_the_same_logits(tmp_path):
+    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 2)
+    x = np.random.default_rng(1).standard_normal((20, 1, 28, 28)).astype(np.float32)
+    path = export_model(model, tmp_path / "m.xnor", input_size=(28, 28))
+    previous, results = _core.isa(), {}
+    try:
+        for isa in runtime.supported_isas():
+            runtime.set_isa(isa)
+            packed = runtime.load(path)
+            assert packed.isa == isa
+            results[isa] = packed(x)
+    finally:
+        _core.set_isa(previous)
+    for logits in results.values():
+        np.testing.assert_array_equal(logits, results[runtime.supported_isas()[0]])
+
+
+class Mixed(nn.Module):
+    """Layers beyond the ResNet blocks: pad values, groups, dilation, pools, Hardtanh, binary linear."""
+
+    def __init__(self, conv_scaling="gamma-o", linear_scaling="gamma-o"):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(24)
+        self.b1 = BinaryConv2d(24, 48, 3, stride=1, padding=2, dilation=2, groups=2, pad_value=1.0,
+                               scaling=conv_scaling, input_size=(11, 11))
+        self.act = nn.Hardtanh()
+        self.pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+        self.b2 = BinaryConv2d(48, 40, (3, 2), stride=(1, 2), padding=(1, 0), pad_value=-1.0,
+                               scaling=conv_scaling, input_size=(6, 6))
+        self.prelu = nn.PReLU()
+        self.avg = nn.AvgPool2d(2, 2, padding=1, count_include_pad=True)
+        self.bn1d = nn.BatchNorm1d(40 * 4 * 2)
+        self.fc1 = BinaryLinear(40 * 4 * 2, 30, scaling=linear_scaling)
+        self.fc2 = nn.Linear(30, 7)
+
+    def forward(self, x):
+        x = self.bn(self.stem(x))
+        x = self.pool(self.act(self.b1(x)))
+        x = self.avg(self.prelu(self.b2(x)))
+        x = torch.flatten(x, 1)
+        return self.fc2(torch.relu(self.fc1(self.bn1d(x))))
+
+
+@pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
+def test_mixed_layers(linear_scaling, tmp_path):
+    conv_scaling = {"none": "gamma-ohw", "xnor": "xnor", "xnor-alpha": "gamma-o-hw"}.get(linear_scaling, "none")
+    model = _randomize(Mixed(conv_scaling, linear_scaling), 3)
+    x = np.random.default_rng(2).standard_normal((64, 3, 11, 11)).astype(np.float32)
+    _compare(model, x, tmp_path / "m.xnor")
+
+
+def test_float16_real_layers(tmp_path):
+    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o", input_size=(28, 28), width=16), 4)
+    x = np.random.default_rng(3).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    p32 = export_model(model, tmp_path / "a.xnor", input_size=(28, 28))
+    p16 = export_model(model, tmp_path / "b.xnor", input_size=(28, 28), real_dtype="float16")
+    assert p16.stat().st_size < p32.stat().st_size
+    assert runtime.load(p16)(x).shape == (8, 10)
+
+
+def test_one_bit_per_binary_weight(tmp_path):
+    model = create("resnet18", num_classes=10, scaling="gamma-o-h-w", input_size=(32, 32))
+    path = export_model(model, tmp_path / "r.xnor", input_size=(32, 32))
+    from xnorpp.runtime.format import read_model
+
+    graph, tensors = read_model(path)
+    binary = [m for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+    n_weights = sum(m.weight.numel() for m in binary)
+    n_bytes = sum(t.nbytes for k, t in tensors.items() if k.endswith(".weight_bits"))
+    assert n_bytes == sum((m.weight.numel() + 7) // 8 for m in binary) and n_bytes * 8 >= n_weights
+    assert sum(n["op"] == "binary_conv2d" for n in graph["nodes"]) == len(binary)
+    # BN before each binary conv and PReLU after it are folded into the packed layer.
+    producers = {n["name"]: n["op"] for n in graph["nodes"]}
+    assert not any(n["op"] == "prelu" and producers.get(n["inputs"][0]) == "binary_conv2d" for n in graph["nodes"])
+    assert all("in_scale" in n["params"] for n in graph["nodes"] if n["op"] == "binary_conv2d")
+
+
+def test_unsupported_layers_are_named(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ExportError, match=r"'1' \(Sigmoid\)"):
+        export_model(model, tmp_path / "m.xnor")
+    bwn = nn.Sequential(BinaryConv2d(3, 4, 3, binarize_input=False, scaling="gamma-o"))
+    with pytest.raises(ExportError, match="binarize_input=False"):
+        export_model(bwn, tmp_path / "m.xnor")
+
+    class Sig(nn.Module):
+        def forward(self, x):
+            return torch.sigmoid(x)
+
+    with pytest.raises(ExportError, match="sigmoid"):
+        export_model(nn.Sequential(nn.Conv2d(1, 2, 1), Sig()), tmp_path / "m.xnor")
+    assert not (tmp_path / "m.xnor").exists()
+
+
+def test_export_and_measure_reports(tmp_path):
+    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 5)
+    x = np.random.default_rng(4).standard_normal((100, 1, 28, 28)).astype(np.float32)
+    y = np.random.default_rng(5).integers(0, 10, 100)
+    r = export_and_measure(model, tmp_path / "m.xnor", x, y, repeat=3)
+    assert r["agreement"] == 1.0 and r["max_logit_rel_diff"] < 1e-4
+    assert r["packed_top1"] == r["torch_top1"]
+    assert r["file_bytes"] == (tmp_path / "m.xnor").stat().st_size and r["size_ratio"] > 1

@@ -1,0 +1,201 @@
+"""Packed kernels against float64 references, on every instruction-set path this CPU runs.
+
+The binary dot products must equal a float64 convolution of the ±1 tensors exactly; the fused
+output stage must match the float formula within 1e-5 relative.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xnorpp import _core
+
+ISAS = list(_core.supported_isas())
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    previous = _core.isa()
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(previous)
+
+
+def sign(a):
+    return np.where(a < 0, -1.0, 1.0)
+
+
+def reference(x, w, stride, pad, dil, groups, pad_value):
+    """float64 sign(x) ⊛ sign(w), x NCHW, pad (top, bottom, left, right) filled with pad_value."""
+    xb = F.pad(torch.from_numpy(sign(x)), (pad[2], pad[3], pad[0], pad[1]), value=pad_value)
+    return F.conv2d(xb, torch.from_numpy(sign(w)), None, stride, 0, dil, groups).numpy()
+
+
+def run_conv(x, w, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, pad_value=0.0, out="int32"):
+    xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), groups=groups)
+    conv = _core.BinaryConv(_core.pack_weights(w), x.shape[1], groups, stride, pad, dil, pad_value)
+    return conv, conv.forward(xp, None, out)
+
+
+CASES = [  # n, c, o, h, w, k, stride, pad, dilation, groups, pad_value
+    (1, 64, 64, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0.0),
+    (2, 33, 17, 9, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, 0.0),
+    (3, 100, 40, 5, 5, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 0.0),
+    (1, 65, 31, 11, 11, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1, 0.0),
+    (1, 1, 7, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 0.0),
+    (2, 20, 50, 8, 9, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, 0.0),
+    (1, 48, 96, 6, 7, (3, 3), (1, 2), (1, 0, 2, 1), (1, 1), 3, 0.0),
+    (2, 40, 36, 7, 5, (3, 2), (2, 1), (1, 1, 0, 1), (1, 2), 1, 1.0),
+    (1, 70, 33, 6, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -1.0),
+    (1, 130, 64, 5, 4, (2, 3), (1, 1), (1, 2, 2, 0), (2, 1), 2, -1.0),
+    (5, 3, 3, 1, 1, (1, 1), (1, 1), (1, 1, 1, 1), (1, 1), 1, 0.0),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"c{c[1]}o{c[2]}k{c[5][0]}x{c[5][1]}s{c[6][0]}g{c[9]}p{c[10]}"
+                                              for c in CASES])
+def test_conv_dot_products_exact(isa, case):
+    n, c, o, h, w, k, stride, pad, dil, groups, pv = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[x > 1.5] = 0.0  # zeros must count as +1
+    wt = rng.standard_normal((o, c // groups, *k)).astype(np.float32)
+    _, y = run_conv(x, wt, stride, pad, dil, groups, pv)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2), reference(x, wt, stride, pad, dil, groups, pv))
+
+
+def test_random_shapes_exact(isa):
+    rng = np.random.default_rng(1)
+    checked = 0
+    while checked < 25:
+        g = int(rng.choice([1, 1, 2, 3]))
+        cg, og = int(rng.integers(1, 90)), int(rng.integers(1, 45))
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        st, dl = tuple(int(v) for v in rng.integers(1, 3, 2)), tuple(int(v) for v in rng.integers(1, 3, 2))
+        pad = tuple(int(v) for v in rng.integers(0, 3, 4))
+        if h + pad[0] + pad[1] < dl[0] * (kh - 1) + 1 or w + pad[2] + pad[3] < dl[1] * (kw - 1) + 1:
+            continue
+        pv = float(rng.choice([0.0, 1.0, -1.0]))
+        x = rng.standard_normal((int(rng.integers(1, 4)), cg * g, h, w)).astype(np.float32)
+        wt = rng.standard_normal((og * g, cg, kh, kw)).astype(np.float32)
+        _, y = run_conv(x, wt, st, pad, dl, g, pv)
+        np.testing.assert_array_equal(y.transpose(0, 3, 1, 2), reference(x, wt, st, pad, dl, g, pv))
+        checked += 1
+
+
+@pytest.mark.parametrize("m,k,o", [(1, 1, 1), (7, 33, 10), (64, 512, 100), (3, 1000, 65)])
+def test_gemm_exact(isa, m, k, o):
+    rng = np.random.default_rng(m * k + o)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((o, k)).astype(np.float32)
+    conv = _core.BinaryConv(_core.pack_weights(b), k)
+    y = conv.forward(_core.pack(a), None, "int32")
+    np.testing.assert_array_equal(y, (sign(a) @ sign(b).T).astype(np.int64))
+
+
+def test_fused_stage_float(isa):
+    rng = np.random.default_rng(5)
+    n, c, o, h, w = 2, 45, 37, 6, 5
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    dot = reference(x, wt, (1, 1), (1, 1, 1, 1), (1, 1), 1, 0.0)  # (n, o, h, w) float64
+    alpha = rng.uniform(0.2, 2, o).astype(np.float32)
+    smap = rng.uniform(0.2, 2, (h, w, o)).astype(np.float32)
+    kmap = rng.uniform(0.1, 1, (n, h, w)).astype(np.float32)
+    bias, slope = rng.standard_normal(o).astype(np.float32), rng.uniform(-0.5, 0.5, o).astype(np.float32)
+    xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    words = _core.pack_weights(wt)
+
+    def check(got, expect):
+        got = got.transpose(0, 3, 1, 2).astype(np.float64)
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+
+    a64, b64, s64 = alpha.astype(np.float64)[:, None, None], bias.astype(np.float64)[:, None, None], \
+        slope.astype(np.float64)[:, None, None]
+    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope)
+    y = dot * a64 + b64
+    check(conv.forward(xp), np.where(y > 0, y, y * s64))
+    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale_map=smap)
+    check(conv.forward(xp), dot * smap.transpose(2, 0, 1)[None].astype(np.float64))
+    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias)
+    check(conv.forward(xp, kmap), dot * a64 * kmap[:, None].astype(np.float64) + b64)
+    # Packed output: bits of (stage output * post_mul + post_add) < 0.
+    post_mul, post_add = rng.uniform(0.5, 2, o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    conv_f = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope)
+    conv_p = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope,
+                              post_mul=post_mul, post_add=post_add)
+    np.testing.assert_array_equal(conv_p.forward(xp, None, "packed"),
+                                  _core.pack(conv_f.forward(xp), scale=post_mul, shift=post_add))
+
+
+def test_pack_layouts_and_conventions(isa):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 70, 3, 4)).astype(np.float32)
+    x[0, :5, 0, 0] = 0.0
+    x[0, 5:8, 0, 0] = -0.0
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    packed = _core.pack(nhwc)
+    np.testing.assert_array_equal(packed, _core.pack(x, "nchw"))
+    assert packed.shape == (2, 3, 4, 3) and packed.dtype == np.uint32
+    bits = np.unpackbits(packed.view(np.uint8), bitorder="little").reshape(2, 3, 4, 96)[..., :70]
+    np.testing.assert_array_equal(bits, (nhwc < 0).astype(np.uint8))  # sign(0) = sign(-0) = +1 -> bit 0
+    assert not np.unpackbits(packed.view(np.uint8), bitorder="little").reshape(2, 3, 4, 96)[..., 70:].any()
+    scale, shift = rng.uniform(-2, 2, 70).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    np.testing.assert_array_equal(_core.pack(nhwc, scale=scale, shift=shift), _core.pack(nhwc * scale + shift))
+
+
+def test_pack_rejects_nan_and_bad_arrays(isa):
+    x = np.zeros((1, 2, 2, 40), np.float32)
+    x[0, 1, 1, 37] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _core.pack(x)
+    with pytest.raises(TypeError, match="float32"):
+        _core.pack(np.zeros((1, 2, 2, 3)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.pack(np.zeros((1, 4, 4, 3), np.float32)[:, ::2])
+    conv = _core.BinaryConv(_core.pack_weights(np.ones((4, 3, 3, 3), np.float32)), 3)
+    with pytest.raises(ValueError, match="words per pixel"):
+        conv.forward(np.zeros((1, 5, 5, 2), np.uint32))
+    with pytest.raises(ValueError, match="kernel span"):
+        conv.forward(np.zeros((1, 2, 2, 1), np.uint32))
+
+
+def test_threads_give_identical_results(isa):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 64, 9, 9)).astype(np.float32)
+    wt = rng.standard_normal((96, 64, 3, 3)).astype(np.float32)
+    before = _core.num_threads()
+    try:
+        _core.set_num_threads(1)
+        _, one = run_conv(x, wt, pad=(1, 1, 1, 1))
+        _core.set_num_threads(3)
+        _, three = run_conv(x, wt, pad=(1, 1, 1, 1))
+    finally:
+        _core.set_num_threads(before)
+    np.testing.assert_array_equal(one, three)
+    with pytest.raises(ValueError):
+        _core.set_num_threads(0)
+
+
+def _core_in_subprocess(isa_value: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XNORPP_ISA=isa_value)
+    return subprocess.run([sys.executable, "-c", "from xnorpp import _core; print(_core.isa())"],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_env_var_forces_each_path():
+    for name in _core.isa_names():
+        result = _core_in_subprocess(name)
+        if name in ISAS:
+            assert result.returncode == 0 and result.stdout.strip() == name, result.stderr
+        else:  # this CPU lacks it: a clear error, not a crash
+            assert result.returncode == 1 and "not supported by this CPU" in result.stderr
+    bad = _core_in_subprocess("sse9")
+    assert bad.returncode == 1 and "valid: avx512, avx2, portable" in bad.stderr
+    assert ISAS[-1] == "portable" and _core_in_subprocess("auto").stdout.strip() == ISAS[0]

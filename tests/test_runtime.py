@@ -1,0 +1,156 @@
+"""The torch-free runtime: loading, input checks, bad files (truncated, corrupted, newer), CLI."""
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from xnorpp import runtime
+from xnorpp.export import export_model
+from xnorpp.models import create
+from xnorpp.runtime import ModelFormatError
+from xnorpp.runtime.format import FORMAT_VERSION
+
+
+@pytest.fixture(scope="module")
+def packed_path(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=8).eval()
+    return export_model(model, tmp_path_factory.mktemp("m") / "model.xnor", input_size=(28, 28),
+                        dataset="fashion-mnist")
+
+
+def _x(n=2):
+    return np.random.default_rng(0).standard_normal((n, 1, 28, 28)).astype(np.float32)
+
+
+def test_runtime_never_imports_torch(packed_path):
+    code = ("import sys, numpy as np, xnorpp.runtime as r\n"
+            f"m = r.load({str(packed_path)!r}, threads=1)\n"
+            "y = m(np.zeros((3, 1, 28, 28), np.float32))\n"
+            "assert y.shape == (3, 10) and r.num_threads() == 1\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_input_checks(packed_path):
+    m = runtime.load(packed_path)
+    assert m(_x()).shape == (2, 10)
+    assert m(_x()[0]).shape == (1, 10)  # one image (C, H, W)
+    with pytest.raises(TypeError, match="float32"):
+        m(_x().astype(np.float64))
+    with pytest.raises(TypeError, match="numpy"):
+        m(_x().tolist())
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        m(np.zeros((2, 3, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="resolution"):
+        m(np.zeros((2, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        m(np.zeros((2, 1, 28, 56), np.float32)[..., ::2])
+    x = _x()
+    x[1, 0, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        m(x)
+
+
+def test_truncated_file(packed_path, tmp_path):
+    blob = packed_path.read_bytes()
+    for size in (0, 5, 8, 100, len(blob) // 2, len(blob) - 1):
+        bad = tmp_path / f"t{size}.xnor"
+        bad.write_bytes(blob[:size])
+        with pytest.raises(ModelFormatError):
+            runtime.load(bad)
+
+
+def _rewrite_metadata(blob: bytes, **changes) -> bytes:
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"].update(changes)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + blob[8 + n:]
+
+
+def test_newer_format_version_and_other_files(packed_path, tmp_path):
+    newer = tmp_path / "newer.xnor"
+    newer.write_bytes(_rewrite_metadata(packed_path.read_bytes(), format_version=str(FORMAT_VERSION + 1)))
+    with pytest.raises(ModelFormatError, match="newer"):
+        runtime.load(newer)
+    other = tmp_path / "other.xnor"
+    other.write_bytes(_rewrite_metadata(packed_path.read_bytes(), format="something-else"))
+    with pytest.raises(ModelFormatError, match="not a packed xnorpp model"):
+        runtime.load(other)
+    with pytest.raises(FileNotFoundError):
+        runtime.load(tmp_path / "missing.xnor")
+    graph = json.loads(json.loads(packed_path.read_bytes()[8:8 + struct.unpack("<Q", packed_path.read_bytes()[:8])[0]])
+                       ["__metadata__"]["graph"])
+    graph["nodes"][0]["op"] = "lstm"
+    bad_op = tmp_path / "op.xnor"
+    bad_op.write_bytes(_rewrite_metadata(packed_path.read_bytes(), graph=json.dumps(graph)))
+    with pytest.raises(ModelFormatError, match="lstm"):
+        runtime.load(bad_op)
+
+
+FUZZ = """
+import random, sys
+import numpy as np
+from xnorpp import runtime
+blob = open(sys.argv[1], 'rb').read()
+rng = random.Random(0)
+x = np.zeros((1, 1, 28, 28), np.float32)
+outcomes = {"refused": 0, "ran": 0}
+for trial in range(120):
+    data = bytearray(blob)
+    for _ in range(rng.choice([1, 1, 4, 32])):
+        pos = rng.randrange(len(data)) if trial % 2 else rng.randrange(min(len(data), 8 + 2000))
+        data[pos] ^= 1 << rng.randrange(8)
+    open(sys.argv[2], 'wb').write(bytes(data))
+    try:
+        runtime.load(sys.argv[2])(x)
+        outcomes["ran"] += 1
+    except (runtime.ModelFormatError, ValueError, TypeError, FileNotFoundError) as err:
+        assert str(err), "an error without a message"
+        outcomes["refused"] += 1
+print(outcomes)
+"""
+
+
+def test_fuzz_flipped_bytes_never_crash(packed_path, tmp_path):
+    result = subprocess.run([sys.executable, "-c", FUZZ, str(packed_path), str(tmp_path / "fuzz.xnor")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcomes = eval(result.stdout.strip().splitlines()[-1])
+    assert outcomes["refused"] >= 100  # the checksum and header checks catch (nearly) every flip
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_cli_run_fashion_mnist(packed_path, tmp_path):
+    # A small IDX test split of our own, so the test needs no downloaded data.
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (300, 28, 28)), rng.integers(0, 10, 300)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(packed_path), "--data", "fashion-mnist",
+                             "--data-root", str(tmp_path), "--threads", "1"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "top-1" in result.stdout and "300 images" in result.stdout
+    x = ((images[:, None] / np.float32(255) - np.float32(0.2860)) / np.float32(0.3530)).astype(np.float32)
+    top1 = (runtime.load(packed_path).predict(np.ascontiguousarray(x)).argmax(1) == labels).mean()
+    assert f"top-1 {100 * top1:.2f}%" in result.stdout
+    bad = tmp_path / "bad.xnor"
+    bad.write_bytes(b"not a model")
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(bad), "--data", "fashion-mnist"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "xnorpp run:" in result.stderr and "Traceback" not in result.stderr
