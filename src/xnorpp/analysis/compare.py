@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,8 @@ from .runs import learned_count, read_json, write_atomic
 FLOAT = "float"
 DEFAULT_SCALINGS = ("none", "xnor", "xnor-alpha", "gamma-o", "gamma-ohw", "gamma-o-hw", "gamma-o-h-w", FLOAT)
 # Settings that define a run: a run folder made with other values is not silently reused.
-_IDENTITY_KEYS = ("model", "dataset", "scaling", "seed", "epochs", "recipe", "batch_size", "lr")
+_IDENTITY_KEYS = ("model", "dataset", "scaling", "seed", "epochs", "recipe", "batch_size", "lr", "model_opts",
+                  "train_subset")
 
 
 def run_name(scaling: str, seed: int) -> str:
@@ -227,7 +227,7 @@ def _check_same_settings(run_dir: Path, wanted: dict) -> None:
     if not path.exists():
         return
     have = read_json(path)
-    diff = {k: (have.get(k), wanted[k]) for k in _IDENTITY_KEYS if k in wanted and k in have
+    diff = {k: (have.get(k), wanted[k]) for k in _IDENTITY_KEYS if wanted.get(k) is not None and k in have
             and have.get(k) != wanted[k]}
     if diff:
         text = ", ".join(f"{k}: folder has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
@@ -260,7 +260,9 @@ def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "dataset": dataset, "scalings": list(scalings), "seeds": list(seeds),
                 "epochs": epochs, "recipe": recipe, "approx_images": approx_images,
-                "train_options": train_options, "command": command or " ".join(sys.argv),
+                "train_options": train_options, "command": command or _python_call(
+                    out_dir, model=model, dataset=dataset, scalings=list(scalings), seeds=list(seeds), epochs=epochs,
+                    recipe=recipe, approx_images=approx_images, **train_options),
                 "machine": machine_description()}
     previous = out / "comparison.json"
     if previous.exists():
@@ -302,6 +304,12 @@ def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist
     comparison = load_comparison(out, partial=True)
     _write(out, comparison)
     return comparison
+
+
+def _python_call(out_dir, **kwargs) -> str:
+    """How to repeat a comparison made from Python."""
+    args = ", ".join([repr(str(out_dir))] + [f"{k}={v!r}" for k, v in kwargs.items()])
+    return f"python -c 'from xnorpp.analysis import compare; compare({args})'"
 
 
 def _ordered(runs, scalings):

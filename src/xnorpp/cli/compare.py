@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="folder with the dataset files")
     p.add_argument("--workers", type=int)
     p.add_argument("--device")
+    p.add_argument("--threads", type=int, help="torch threads per run (1 is fastest on a busy shared machine)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only (quick budget)")
+    p.add_argument("--model-opts", metavar="JSON", help='model constructor options, e.g. \'{"width": 32}\'')
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs of background runs)")
     p.add_argument("--approx-images", type=int, default=256,
                    help="held-out images for the approximation error (default: 256)")
     p.set_defaults(func=run)
@@ -40,13 +44,24 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    import json
     import shlex
     import sys
 
     from ..analysis import compare
 
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("data_root", args.data_root),
-                                 ("workers", args.workers), ("device", args.device)) if v is not None}
+                                 ("workers", args.workers), ("device", args.device), ("threads", args.threads),
+                                 ("train_subset", args.train_subset)) if v is not None}
+    if args.model_opts:
+        try:
+            options["model_opts"] = json.loads(args.model_opts)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--model-opts is not valid JSON ({err}): {args.model_opts!r}") from None
+        if not isinstance(options["model_opts"], dict):
+            raise ValueError(f"--model-opts must be a JSON object, got {args.model_opts!r}")
+    if args.no_progress:
+        options["progress"] = False
     result = compare(args.out_dir, model=args.model, dataset=args.dataset, scalings=args.scalings,
                      seeds=args.seeds, epochs=args.epochs, recipe=args.recipe, approx_images=args.approx_images,
                      command="xnorpp " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **options)
