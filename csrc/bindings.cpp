@@ -78,13 +78,17 @@ nb::ndarray<nb::numpy, T> new_array(const std::vector<size_t>& shape, T** data) 
     return nb::ndarray<nb::numpy, T>(buf, shape.size(), shape.data(), owner);
 }
 
-std::vector<float> optional_vector(const std::optional<InArray>& a, const char* what, size_t size) {
+// A copy of an optional float array of `size` values, zero padded to `padded` (0: no padding).
+std::vector<float> optional_vector(const std::optional<InArray>& a, const char* what, size_t size,
+                                   size_t padded = 0) {
     if (!a) return {};
     const float* p = checked<float>(*a, what, {1, 2, 3});
     if (a->size() != size)
         throw std::invalid_argument(std::string(what) + ": expected " + std::to_string(size) + " values, got " +
                                     std::to_string(a->size()));
-    return std::vector<float>(p, p + size);
+    std::vector<float> v(p, p + size);
+    v.resize(std::max(size, padded), 0.0f);
+    return v;
 }
 
 const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
@@ -176,18 +180,21 @@ public:
         kernels_ = isa ? isa_by_name(*isa) : current_isa();
         if (isa && !isa_supported(*isa))
             throw std::runtime_error("BinaryConv: instruction set '" + *isa + "' is not supported by this CPU");
-        scale_ = optional_vector(scale, "BinaryConv: scale", o_);
-        bias_ = optional_vector(bias, "BinaryConv: bias", o_);
-        slope_ = optional_vector(slope, "BinaryConv: slope", o_);
-        post_mul_ = optional_vector(post_mul, "BinaryConv: post_mul", o_);
-        post_add_ = optional_vector(post_add, "BinaryConv: post_add", o_);
+        scale_ = optional_vector(scale, "BinaryConv: scale", o_, padded_channels(o_));
+        bias_ = optional_vector(bias, "BinaryConv: bias", o_, padded_channels(o_));
+        slope_ = optional_vector(slope, "BinaryConv: slope", o_, padded_channels(o_));
+        post_mul_ = optional_vector(post_mul, "BinaryConv: post_mul", o_, padded_channels(o_));
+        post_add_ = optional_vector(post_add, "BinaryConv: post_add", o_, padded_channels(o_));
         if (scale_map) {
             const float* p = checked<float>(*scale_map, "BinaryConv: scale_map", {3});
             if (int64_t(scale_map->shape(2)) != o_)
                 throw std::invalid_argument("BinaryConv: scale_map must have shape (OH, OW, out_channels)");
             map_h_ = scale_map->shape(0);
             map_w_ = scale_map->shape(1);
-            scale_map_.assign(p, p + scale_map->size());
+            const int64_t stride = padded_channels(o_);
+            scale_map_.assign(static_cast<size_t>(map_h_ * map_w_ * stride), 0.0f);
+            for (int64_t i = 0; i < map_h_ * map_w_; ++i)
+                std::copy(p + i * o_, p + (i + 1) * o_, scale_map_.begin() + i * stride);
         }
         prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, kernels_->lanes);
     }
@@ -219,6 +226,7 @@ public:
         s.pl = padding_[2];
         s.groups = groups_;
         s.pad = pad_;
+        s.ostride = padded_channels(o_);
         const int64_t words = int64_t(x.shape(x.ndim() - 1));
         if (words != s.pixel_words())
             throw std::invalid_argument("BinaryConv.forward: x has " + std::to_string(words) +
@@ -313,6 +321,8 @@ NB_MODULE(_core, m) {
             if (isa_supported(n)) out.push_back(n);
         return out;
     }, "Instruction-set paths this CPU can run.");
+    m.def("estimate_cpu_hz", []() { nb::gil_scoped_release r; return estimate_cpu_hz(); },
+          "Clock of the calling core in Hz, from a chain of dependent adds (1 cycle each); for benchmarks.");
     m.def("num_threads", &num_threads, "Threads used by the kernels.");
     m.def("set_num_threads", &set_num_threads, nb::arg("threads"), "Set the number of kernel threads (>= 1).");
     m.def("pack", &pack, nb::arg("x"), nb::arg("layout") = "nhwc", nb::arg("groups") = 1,

@@ -21,6 +21,7 @@ enum class PadMode : int { Zero = 0, PlusOne = 1, MinusOne = 2 };
 enum class OutMode : int { Float = 0, Int32 = 1, Packed = 2 };
 
 inline int64_t words_for(int64_t bits) { return (bits + 31) / 32; }
+inline int64_t padded_channels(int64_t o) { return words_for(o) * 32; }
 
 struct ConvShape {
     int64_t n = 1, h = 1, w = 1, c = 1;  // input (NHWC)
@@ -28,6 +29,7 @@ struct ConvShape {
     int64_t sh = 1, sw = 1, dh = 1, dw = 1;
     int64_t pt = 0, pl = 0;               // top / left padding (bottom / right are implied by oh, ow)
     int64_t groups = 1, oh = 1, ow = 1;
+    int64_t ostride = 0;  // length of the per-channel stage arrays and tapsum rows: o rounded up to 32
     PadMode pad = PadMode::Zero;
 
     int64_t cg() const { return c / groups; }
@@ -39,14 +41,15 @@ struct ConvShape {
 
 // y = dot * scale + bias, then PReLU, then (for packed output) z = y*post_mul + post_add, bit = z < 0.
 // scale = scale_map[p, o] if given, else scale_o[o] (or 1) times kmap[n, p] (or 1).
+// Per-channel arrays hold ConvShape::ostride values (zero padded) so the lane loops run full width.
 struct Stage {
-    const float* scale_o = nullptr;    // [O]
-    const float* scale_map = nullptr;  // [OH*OW, O] (spatial Γ shapes, folded)
+    const float* scale_o = nullptr;    // [ostride]
+    const float* scale_map = nullptr;  // [OH*OW, ostride] (spatial Γ shapes, folded)
     const float* kmap = nullptr;       // [N*OH*OW]  (XNOR-Net's K, per input)
-    const float* bias = nullptr;       // [O]
-    const float* slope = nullptr;      // [O] PReLU
-    const float* post_mul = nullptr;   // [O] affine before packing the output
-    const float* post_add = nullptr;   // [O]
+    const float* bias = nullptr;       // [ostride]
+    const float* slope = nullptr;      // [ostride] PReLU
+    const float* post_mul = nullptr;   // [ostride] affine before packing the output
+    const float* post_add = nullptr;   // [ostride]
     OutMode mode = OutMode::Float;
     void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
 };

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <chrono>
 #include <thread>
 
 #include "core.h"
@@ -185,6 +186,28 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
     g_pool->run(parts, [&](int i) { fn(n * i / parts, n * (i + 1) / parts); });
 }
 
+// ---------------------------------------------------------------- clock estimate
+// Cycles per second of the calling core, from a chain of dependent integer adds (one cycle
+// each on every x86-64 core of the last decade); best of several runs. For benchmarks only.
+double estimate_cpu_hz() {
+    double best = 0.0;
+    for (int run = 0; run < 7; ++run) {
+        uint64_t x = static_cast<uint64_t>(run);
+        const uint64_t iters = 4'000'000;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (uint64_t i = 0; i < iters; ++i) {
+#define XNORPP_DEP_ADD x += i; asm volatile("" : "+r"(x));
+            XNORPP_DEP_ADD XNORPP_DEP_ADD XNORPP_DEP_ADD XNORPP_DEP_ADD
+            XNORPP_DEP_ADD XNORPP_DEP_ADD XNORPP_DEP_ADD XNORPP_DEP_ADD
+#undef XNORPP_DEP_ADD
+        }
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        asm volatile("" : : "r"(x));
+        best = std::max(best, 8.0 * iters / seconds);
+    }
+    return best;
+}
+
 // ---------------------------------------------------------------- weights
 void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out) {
     const int64_t cw = words_for(cg);
@@ -205,7 +228,8 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
     PreparedWeights pw;
     pw.lanes = lanes;
     pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * lanes), 0u);
-    pw.tapsum.assign(static_cast<size_t>(taps * o), 0);
+    const int64_t ostride = padded_channels(o);
+    pw.tapsum.assign(static_cast<size_t>(taps * ostride), 0);
     for (int64_t oo = 0; oo < o; ++oo) {
         const int64_t g = oo / og, oi = oo % og, ob = oi / lanes, l = oi % lanes;
         for (int64_t t = 0; t < taps; ++t) {
@@ -215,7 +239,7 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
                 pw.blocks[(((g * nblocks + ob) * taps + t) * cw + k) * lanes + l] = word;
                 negatives += static_cast<int32_t>(popcount32_swar(word));
             }
-            pw.tapsum[t * o + oo] = static_cast<int32_t>(cg) - 2 * negatives;  // Σ_c sign(w)
+            pw.tapsum[t * ostride + oo] = static_cast<int32_t>(cg) - 2 * negatives;  // Σ_c sign(w)
         }
     }
     return pw;

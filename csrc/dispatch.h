@@ -14,6 +14,7 @@ void select_isa(const std::string& name);  // "" or "auto": best for this CPU
 void init_isa_from_env();                  // XNORPP_ISA
 const IsaKernels* current_isa();
 const IsaKernels* isa_by_name(const std::string& name);
+double estimate_cpu_hz();  // benchmarks: cycles per second from a dependent-add chain
 
 // Float weights [O][Cg][KH][KW] -> sign bits [O][KH][KW][words_for(Cg)] (bit 1 <=> w < 0).
 void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out);
@@ -21,7 +22,7 @@ void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_
 struct PreparedWeights {
     int lanes = 0;
     std::vector<uint32_t> blocks;  // [G][blocks][taps][cw][lanes]
-    std::vector<int32_t> tapsum;   // [taps][O]: Σ_c sign(w) of each tap (exact zero padding)
+    std::vector<int32_t> tapsum;   // [taps][padded_channels(O)]: Σ_c sign(w) of each tap (exact zero padding)
 };
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                 int64_t groups, int lanes);

@@ -36,6 +36,7 @@ static bool pack_impl(const float* x, int64_t npix, int64_t c, int64_t groups, c
 }
 
 // One output pixel's L (or fewer) channels: back-transform, border correction, fused stage.
+// Lane loops run the full L (stage arrays are padded to ostride); only the stores stop at nv.
 static inline void output_stage(const ConvShape& s, const Stage& st, const int32_t* pc, bool border,
                                 int64_t q, int64_t oy, int64_t ox, int64_t o0, int nv, const int32_t* tapsum,
                                 int32_t ktot) {
@@ -49,49 +50,55 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
             for (int64_t kx = 0; kx < s.kw; ++kx) {
                 const int64_t ix = ox * s.sw - s.pl + kx * s.dw;
                 if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w) continue;
-                const int32_t* ts = tapsum + (ky * s.kw + kx) * s.o + o0;
-                for (int l = 0; l < nv; ++l) dot[l] -= ts[l];
+                const int32_t* ts = tapsum + (ky * s.kw + kx) * s.ostride + o0;
+                for (int l = 0; l < L; ++l) dot[l] -= ts[l];
             }
         }
     }
     if (st.mode == OutMode::Int32) {
         int32_t* out = static_cast<int32_t*>(st.out) + q * s.o + o0;
-        for (int l = 0; l < nv; ++l) out[l] = dot[l];
+        if (nv == L)
+            for (int l = 0; l < L; ++l) out[l] = dot[l];
+        else
+            for (int l = 0; l < nv; ++l) out[l] = dot[l];
         return;
     }
     for (int l = 0; l < L; ++l) y[l] = static_cast<float>(dot[l]);
     if (st.scale_map) {
-        const float* sm = st.scale_map + (q % (s.oh * s.ow)) * s.o + o0;
-        for (int l = 0; l < nv; ++l) y[l] = y[l] * sm[l];
+        const float* sm = st.scale_map + (q % (s.oh * s.ow)) * s.ostride + o0;
+        for (int l = 0; l < L; ++l) y[l] = y[l] * sm[l];
     } else if (st.scale_o && st.kmap) {
         const float* so = st.scale_o + o0;
         const float kk = st.kmap[q];
-        for (int l = 0; l < nv; ++l) y[l] = y[l] * (so[l] * kk);
+        for (int l = 0; l < L; ++l) y[l] = y[l] * (so[l] * kk);
     } else if (st.scale_o) {
         const float* so = st.scale_o + o0;
-        for (int l = 0; l < nv; ++l) y[l] = y[l] * so[l];
+        for (int l = 0; l < L; ++l) y[l] = y[l] * so[l];
     } else if (st.kmap) {
         const float kk = st.kmap[q];
-        for (int l = 0; l < nv; ++l) y[l] = y[l] * kk;
+        for (int l = 0; l < L; ++l) y[l] = y[l] * kk;
     }
     if (st.bias) {
         const float* b = st.bias + o0;
-        for (int l = 0; l < nv; ++l) y[l] = y[l] + b[l];
+        for (int l = 0; l < L; ++l) y[l] = y[l] + b[l];
     }
     if (st.slope) {
         const float* a = st.slope + o0;
-        for (int l = 0; l < nv; ++l) y[l] = y[l] > 0.0f ? y[l] : y[l] * a[l];
+        for (int l = 0; l < L; ++l) y[l] = y[l] > 0.0f ? y[l] : y[l] * a[l];
     }
     if (st.mode == OutMode::Float) {
         float* out = static_cast<float*>(st.out) + q * s.o + o0;
-        for (int l = 0; l < nv; ++l) out[l] = y[l];
+        if (nv == L)
+            for (int l = 0; l < L; ++l) out[l] = y[l];
+        else
+            for (int l = 0; l < nv; ++l) out[l] = y[l];
         return;
     }
     // Packed output (groups == 1, so o0 % 32 + nv <= 32): the first block of a word assigns it.
     if (st.post_mul)
-        for (int l = 0; l < nv; ++l) y[l] = y[l] * st.post_mul[o0 + l];
+        for (int l = 0; l < L; ++l) y[l] = y[l] * st.post_mul[o0 + l];
     if (st.post_add)
-        for (int l = 0; l < nv; ++l) y[l] = y[l] + st.post_add[o0 + l];
+        for (int l = 0; l < L; ++l) y[l] = y[l] + st.post_add[o0 + l];
     uint32_t* out = static_cast<uint32_t*>(st.out) + q * words_for(s.o) + o0 / 32;
     const uint32_t bits = lanes_to_bits(y, nv) << (o0 % 32);
     *out = (o0 % 32 == 0) ? bits : (*out | bits);
