@@ -332,7 +332,7 @@ def test_compare_skips_finished_runs_and_resumes(tmp_path, monkeypatch):
     fake.interrupt_at = "gamma-o-seed0"
     with pytest.raises(KeyboardInterrupt):
         compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o-h-w", "gamma-o", "float"],
-                seeds=[0], epochs=2, progress=None)
+                seeds=[0], epochs=2, log=None)
     assert fake.calls == ["gamma-o-h-w-seed0", "gamma-o-seed0"]
     done = json.loads((folder / "comparison.json").read_text())  # written after each finished run
     assert [r["scaling"] for r in done["runs"]] == ["gamma-o-h-w"]
@@ -340,7 +340,7 @@ def test_compare_skips_finished_runs_and_resumes(tmp_path, monkeypatch):
         load_comparison(folder)
 
     result = compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o-h-w", "gamma-o", "float"],
-                     seeds=[0], epochs=2, progress=None)
+                     seeds=[0], epochs=2, log=None)
     assert fake.calls == ["gamma-o-h-w-seed0", "gamma-o-seed0", "gamma-o-seed0", "float-seed0"]
     assert [r["scaling"] for r in result.rows()] == ["gamma-o-h-w", "gamma-o", "float"]
     float_row = result.rows()[2]
@@ -350,15 +350,15 @@ def test_compare_skips_finished_runs_and_resumes(tmp_path, monkeypatch):
     assert "| `gamma-o-h-w` | 81.00 |" in text and "Machine:" in text
 
     # A second seed later: old runs skipped, table covers both seeds.
-    compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], seeds=[1], epochs=2, progress=None)
+    compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], seeds=[1], epochs=2, log=None)
     assert fake.calls[-1] == "gamma-o-seed1" and len(fake.calls) == 5
     rows = {r["scaling"]: r for r in load_comparison(folder).rows()}
     assert rows["gamma-o"]["n"] == 2 and rows["gamma-o-h-w"]["n"] == 1
 
     with pytest.raises(ValueError, match="epochs=2, not 5"):
-        compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], epochs=5, progress=None)
+        compare(folder, model="tiny", dataset="synthetic", scalings=["gamma-o"], epochs=5, log=None)
     with pytest.raises(ValueError, match="unknown scaling 'gamma-x'.*valid names"):
-        compare(folder, model="tiny", scalings=["gamma-x"], progress=None)
+        compare(folder, model="tiny", scalings=["gamma-x"], log=None)
 
 
 # -- summary against the packed file written by the exporter ------------------------------------
@@ -392,3 +392,62 @@ def _models():
     import xnorpp.models
 
     return xnorpp.models
+
+
+# -- the commands on a model trained by xnorpp.train (tiny: digits, 2 blocks of width 8, 256 images) ----
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from xnorpp.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(TrainConfig(model="fmnist-net", dataset="digits", scaling="gamma-o-h-w", recipe="fast-cpu", epochs=1,
+                      train_subset=256, model_opts={"width": 8, "stages": [1, 1]}, run_dir=str(run), threads=1,
+                      progress=False,
+                      tensorboard=False))
+    return run
+
+
+def test_cli_summary_matches_export_of_the_run(trained_run, tmp_path, capsys):
+    from xnorpp.cli import main
+    from xnorpp.export import export_model
+
+    assert main(["summary", str(trained_run), "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    exported = export_model(trained_run, tmp_path / "run.xnor")  # what `xnorpp export RUN` writes
+    assert totals["packed_bytes"] == exported.stat().st_size
+    assert totals["predicted_packed_tensor_bytes"] == totals["packed_tensor_bytes"]
+    assert main(["summary", "fmnist-net", "--input-size", "1", "12", "12", "--no-packed"]) == 0
+    assert "BinaryConv2d[gamma-o-h-w]" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="does not fit the model"):
+        main(["summary", str(trained_run), "--input-size", "1", "16", "16", "--no-packed"])
+    with pytest.raises(SystemExit, match="neither an existing run folder"):
+        main(["summary", "no-such-model"])
+
+
+def test_cli_approx_and_report_on_the_run(trained_run, capsys):
+    from xnorpp.cli import main
+
+    assert main(["approx", str(trained_run), "--images", "32", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 32 and len(out["layers"]) == 4  # two blocks of two binary convs
+    assert all(r["relative_error"]["learned"] is not None for r in out["layers"])
+    assert main(["report", str(trained_run), "--approx-images", "32"]) == 0
+    page = trained_run / "report" / "report.md"
+    _check_page(page, ["curves.png", "approx_error.png", "approx_schemes.png", "factors-run.png"])
+    assert (trained_run / "approx.json").exists()  # computed once, reused by later reports
+
+
+def test_compare_with_the_real_trainer(tmp_path):
+    from xnorpp.analysis import compare
+
+    options = dict(recipe="fast-cpu", epochs=1, train_subset=128, model_opts={"width": 8, "stages": [1]}, threads=1,
+                   progress=False, tensorboard=False, approx_images=32, log=None)
+    result = compare(tmp_path / "cmp", model="fmnist-net", dataset="digits", scalings=["gamma-o", "float"], **options)
+    rows = {r["scaling"]: r for r in result.rows()}
+    assert set(rows) == {"gamma-o", "float"}
+    assert rows["gamma-o"]["learned_scale_params"] == 8 + 8  # α per output channel of the 2 binary convs
+    assert rows["gamma-o"]["approx_relative_error"] is not None and rows["float"]["approx_relative_error"] is None
+    stamp = (tmp_path / "cmp" / "gamma-o-seed0" / "result.json").stat().st_mtime_ns
+    compare(tmp_path / "cmp", model="fmnist-net", dataset="digits", scalings=["gamma-o", "float"], **options)
+    assert (tmp_path / "cmp" / "gamma-o-seed0" / "result.json").stat().st_mtime_ns == stamp  # skipped

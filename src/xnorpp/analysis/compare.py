@@ -238,14 +238,15 @@ def _check_same_settings(run_dir: Path, wanted: dict) -> None:
 def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist",
             scalings: Sequence[str] = DEFAULT_SCALINGS, seeds: Sequence[int] = (0,), epochs: int | None = None,
             recipe: str | None = None, approx_images: int = 256, command: str | None = None,
-            progress: Callable[[str], None] | None = print, **train_options) -> Comparison:
+            log: Callable[[str], None] | None = print, **train_options) -> Comparison:
     """Train ``model`` with each scaling × seed under one recipe and write the comparison table.
 
     ``out_dir`` gets one sub-folder per run plus ``comparison.json`` and
     ``comparison.md`` (rewritten after each run, so an interrupted comparison
     shows what is done). Finished runs (``result.json`` present) are skipped and
     interrupted ones resume. ``train_options`` go to :class:`xnorpp.train.TrainConfig`
-    (``batch_size``, ``lr``, ``data_root``, ``workers``, ``device``, ...).
+    (``batch_size``, ``lr``, ``data_root``, ``workers``, ``device``, ``threads``, ``progress``, ...);
+    ``log`` prints one line per run (``None``: silent).
     """
     from ..train import TrainConfig, train
 
@@ -285,18 +286,18 @@ def compare(out_dir, *, model: str = "fmnist-net", dataset: str = "fashion-mnist
             name = run_name(scaling, seed)
             run_dir = out / name
             if (run_dir / "result.json").exists():
-                if progress:
-                    progress(f"[compare] {name}: finished earlier, skipped")
+                if log:
+                    log(f"[compare] {name}: finished earlier, skipped")
             else:
                 config = _train_config(TrainConfig, model, dataset, scaling, seed, epochs, recipe, run_dir,
                                        train_options)
                 _check_same_settings(run_dir, config.to_dict())
-                if progress:
-                    progress(f"[compare] {name}: training{' (resuming)' if (run_dir / 'checkpoint.pt').exists() else ''}")
+                if log:
+                    log(f"[compare] {name}: training{' (resuming)' if (run_dir / 'checkpoint.pt').exists() else ''}")
                 start = time.perf_counter()
                 train(config)
-                if progress:
-                    progress(f"[compare] {name}: done in {time.perf_counter() - start:.0f} s")
+                if log:
+                    log(f"[compare] {name}: done in {time.perf_counter() - start:.0f} s")
             approx = measure_run(run_dir, images=approx_images) if scaling != FLOAT else None
             comparison.runs.append(read_run(run_dir, scaling, seed, approx))
             _write(out, comparison)

@@ -309,13 +309,15 @@ def _input_shape(model: nn.Module, input_size) -> tuple[int, int, int]:
     return dims
 
 
-def summary(model: nn.Module, input_size, *, packed: bool = True) -> ModelSummary:
+def summary(model: nn.Module, input_size, *, packed: bool = True, dataset: str | None = None) -> ModelSummary:
     """Per-layer parameters, memory and MACs of ``model`` for one image of ``input_size``.
 
     ``input_size`` is ``(c, h, w)``, ``(h, w)`` (channels taken from the first
     convolution) or an int for square images. With ``packed=True`` the model is
     also exported to a temporary packed file whose exact size is reported (see
     :func:`packed_size`); models the exporter does not support get ``n/a`` and a note.
+    ``dataset`` is recorded in that file as ``xnorpp export`` does (its
+    normalization), so the size is the one of the file users deploy.
     The model is left unchanged (it runs in eval mode under ``torch.no_grad``).
     """
     if not isinstance(model, nn.Module):
@@ -368,13 +370,13 @@ def summary(model: nn.Module, input_size, *, packed: bool = True) -> ModelSummar
             result.layers.append(row)
     if packed:
         try:
-            result.packed_bytes, result.packed_tensor_bytes = packed_size(model, shape)
+            result.packed_bytes, result.packed_tensor_bytes = packed_size(model, shape, dataset=dataset)
         except Exception as err:  # the exporter refuses the model: report, don't fail the summary
             result.packed_note = f"packed size not available: {err}"
     return result
 
 
-def packed_size(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+def packed_size(model: nn.Module, input_shape: Sequence[int], dataset: str | None = None) -> tuple[int, int]:
     """(file bytes, tensor-data bytes) of the packed file that the exporter writes for ``model``.
 
     The packed layout is defined in one place, :mod:`xnorpp.export`; this
@@ -388,7 +390,7 @@ def packed_size(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.xnor"
-        export.export_model(model, path, input_size=tuple(input_shape)[-2:])
+        export.export_model(model, path, input_size=tuple(input_shape)[-2:], dataset=dataset)
         return path.stat().st_size, safetensors_tensor_bytes(path)
 
 

@@ -32,9 +32,9 @@ def _run(args) -> int:
     from ..analysis import summary
     from ..analysis.loading import load_for_analysis
 
-    model, shape, _ = load_for_analysis(args.model, input_size=args.input_size, dataset=args.dataset,
-                                        scaling=args.scaling)
-    result = summary(model, shape, packed=not args.no_packed)
+    model, shape, dataset = load_for_analysis(args.model, input_size=args.input_size, dataset=args.dataset,
+                                              scaling=args.scaling)
+    result = summary(model, shape, packed=not args.no_packed, dataset=dataset)
     if args.format == "json":
         print(result.to_json())
     else:
