@@ -65,6 +65,7 @@ class RunSummary:
     learned_scale_params: int
     approx_relative_error: float | None  # mean over layers, the scheme the model was trained with
     approx_cosine: float | None
+    approx_rescaled_error: float | None  # own scale after the best per-channel rescaling (its shape)
     oracle_relative_error: float | None
 
     def to_dict(self) -> dict:
@@ -100,6 +101,7 @@ class Comparison:
                 "train_time_s_mean": mean_of("train_time_s"),
                 "approx_relative_error": mean_of("approx_relative_error"),
                 "approx_cosine": mean_of("approx_cosine"),
+                "approx_rescaled_error": mean_of("approx_rescaled_error"),
                 "oracle_relative_error": mean_of("oracle_relative_error"),
             })
         return out
@@ -115,8 +117,8 @@ class Comparison:
                  f"Recipe `{s.get('recipe')}`, {s.get('epochs')} epoch(s), seeds {s['seeds']}; "
                  f"approximation error on {s.get('approx_images')} held-out images.", "",
                  "| scaling | test top-1 (%) | runs | learned Γ params | params | train time (s) | "
-                 "approx. rel. error | approx. cosine | oracle rel. error |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "approx. rel. error | approx. cosine | rel. error, rescaled | oracle rel. error |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.rows():
             acc = f"{r['test_top1_mean']:.2f}"
             if r["test_top1_std"] is not None:
@@ -125,14 +127,20 @@ class Comparison:
                 f"`{r['scaling']}`", acc, str(r["n"]), f"{r['learned_scale_params']:,}",
                 f"{r['params']:,}" if r["params"] is not None else "—",
                 f"{r['train_time_s_mean']:.0f}" if r["train_time_s_mean"] is not None else "—",
-                _f4(r["approx_relative_error"]), _f4(r["approx_cosine"]), _f4(r["oracle_relative_error"])]) + " |")
+                _f4(r["approx_relative_error"]), _f4(r["approx_cosine"]), _f4(r["approx_rescaled_error"]),
+                _f4(r["oracle_relative_error"])]) + " |")
         lines += ["", "Accuracy: mean ± sample standard deviation over seeds (no ± with one seed). "
                   "Approximation error: mean over the binary layers of ‖I∗W − approx‖/‖I∗W‖ with the scale the "
                   "model was trained with (learned Γ for `gamma-*`, α for `xnor-alpha`, Kα for `xnor`, 1 for "
-                  "`none`); oracle = least-squares per-channel scale on the same binary products; cosine is "
-                  "scale-free. Float models have no binary layers (—)."]
+                  "`none`); cosine ignores the overall magnitude; *rescaled* = that scale after the best "
+                  "per-output-channel rescaling (judges its spatial shape; equals the oracle for per-channel "
+                  "scales); oracle = least-squares per-channel scale on the same binary products. Float models "
+                  "have no binary layers (—)."]
         if self.missing:
             lines += ["", f"**Incomplete**: runs not finished: {', '.join(self.missing)}."]
+        if s.get("train_options"):
+            opts = ", ".join(f"{k}={v!r}" for k, v in s["train_options"].items())
+            lines += ["", f"Training options: {opts}."]
         if s.get("command"):
             lines += ["", "Command:", "", "```", s["command"], "```"]
         if s.get("machine"):
@@ -157,7 +165,7 @@ def machine_description() -> str:
         pass
     try:
         import torch
-        torch_info = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        torch_info = f"torch {torch.__version__}"
     except ImportError:
         torch_info = "no torch"
     return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
@@ -207,19 +215,21 @@ def held_out_data(run_dir: Path):
 def read_run(run_dir: Path, scaling: str, seed: int, approx: dict | None) -> RunSummary:
     """Collect the numbers of one finished run from its folder."""
     result = read_json(Path(run_dir) / "result.json")
-    rel = cos = oracle = None
+    rel = cos = rescaled = oracle = None
     learned = 0
     if approx is not None and scaling != FLOAT:
         own = _own_scheme(scaling)
         rel = approx["mean_relative_error"].get(own)
         cos = approx["mean_cosine"].get(own)
+        rescaled = approx.get("mean_rescaled_error", {}).get(own)
         oracle = approx["mean_relative_error"].get("oracle")
     if scaling != FLOAT and get_scaling(scaling).learned:
         learned = learned_count(run_dir)
     return RunSummary(scaling=scaling, seed=seed, run_dir=str(run_dir), test_top1=float(result["test_top1"]),
                       best_top1=result.get("best_top1"), train_time_s=result.get("train_time_s"),
                       params=result.get("params"), learned_scale_params=int(learned or 0),
-                      approx_relative_error=rel, approx_cosine=cos, oracle_relative_error=oracle)
+                      approx_relative_error=rel, approx_cosine=cos, approx_rescaled_error=rescaled,
+                      oracle_relative_error=oracle)
 
 
 def _check_same_settings(run_dir: Path, wanted: dict) -> None:
