@@ -72,7 +72,7 @@ template <class T>
 nb::ndarray<nb::numpy, T> new_array(const std::vector<size_t>& shape, T** data) {
     size_t n = 1;
     for (size_t s : shape) n *= s;
-    T* buf = new T[n > 0 ? n : 1]();
+    T* buf = new T[n > 0 ? n : 1];  // every kernel writes all of it (packed words are assigned)
     nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<T*>(p); });
     *data = buf;
     return nb::ndarray<nb::numpy, T>(buf, shape.size(), shape.data(), owner);
@@ -129,6 +129,37 @@ nb::ndarray<nb::numpy, uint32_t> pack(const InArray& x, const std::string& layou
     }
     if (!ok)
         throw std::invalid_argument("pack: input contains NaN; a NaN has no sign (the packed runtime refuses it)");
+    return result;
+}
+
+// Per-channel (last axis) y = x*scale + shift, then PReLU y > 0 ? y : y*slope: batch norm and
+// PReLU of the real layers in one pass, rounding like numpy's separate operations.
+nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::optional<InArray>& scale,
+                                             const std::optional<InArray>& shift, const std::optional<InArray>& slope) {
+    const float* data = checked<float>(x, "channel_affine: x", {1, 2, 3, 4});
+    const size_t c = x.shape(x.ndim() - 1), n = x.size() / std::max<size_t>(c, 1);
+    std::vector<float> m = optional_vector(scale, "channel_affine: scale", c),
+                       a = optional_vector(shift, "channel_affine: shift", c),
+                       sl = optional_vector(slope, "channel_affine: slope", c);
+    std::vector<size_t> shape(x.ndim());
+    for (size_t i = 0; i < x.ndim(); ++i) shape[i] = x.shape(i);
+    float* out;
+    auto result = new_array<float>(shape, &out);
+    {
+        nb::gil_scoped_release release;
+        const float *pm = ptr_or_null(m), *pa = ptr_or_null(a), *ps = ptr_or_null(sl);
+        parallel_for(static_cast<int64_t>(n), [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const float* xi = data + i * c;
+                float* yi = out + i * c;
+                // Separate branch-free passes over the row (in L1) so each one vectorizes.
+                if (pm) for (size_t j = 0; j < c; ++j) yi[j] = xi[j] * pm[j];
+                else std::memcpy(yi, xi, c * sizeof(float));
+                if (pa) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] + pa[j];
+                if (ps) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] > 0.0f ? yi[j] : yi[j] * ps[j];
+            }
+        });
+    }
     return result;
 }
 
@@ -329,6 +360,9 @@ NB_MODULE(_core, m) {
           nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
           "Pack float32 activations (N,H,W,C), (N,C,H,W) with layout='nchw', or (N,C) into uint32 words "
           "(NHWC, LSB-first, bit 1 <=> value < 0); value = x*scale + shift per channel when given.");
+    m.def("channel_affine", &channel_affine, nb::arg("x"), nb::arg("scale") = nb::none(),
+          nb::arg("shift") = nb::none(), nb::arg("slope") = nb::none(),
+          "float32 x (..., C): y = x*scale + shift per channel, then PReLU with slope (each optional).");
     m.def("pack_weights", &pack_weights, nb::arg("w"),
           "Pack float32 weights (O, C/groups, KH, KW) or (O, C) into uint32 words (O, KH, KW, words).");
     nb::class_<BinaryConv>(m, "BinaryConv")

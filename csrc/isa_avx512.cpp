@@ -67,7 +67,9 @@ static inline uint32_t lanes_to_bits(const float* z, int n) {
     return bits;
 }
 
+#define VBYTES 64
 #include "kernels_impl.h"
+#undef VBYTES
 
 }  // namespace isa_avx512
 

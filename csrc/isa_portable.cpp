@@ -37,7 +37,9 @@ static inline uint32_t lanes_to_bits(const float* z, int n) {
     return bits;
 }
 
+#define VBYTES 16
 #include "kernels_impl.h"
+#undef VBYTES
 
 }  // namespace isa_portable
 

@@ -4,6 +4,7 @@
 //   template <int NP> void micro(...);       popcount sums of an NP x L tile
 //   bool pack_word(x, count, mul, add, w);   32 channels -> one word, true on NaN
 //   uint32_t lanes_to_bits(z, n);            bit l = (z[l] < 0)
+//   VBYTES                                   vector width in bytes for the output stage
 // Everything here is compiled with that unit's instruction-set flags.
 using MicroFn = void (*)(const uint32_t* const*, int64_t, int64_t, int64_t, const uint32_t*, int32_t*);
 
@@ -35,14 +36,24 @@ static bool pack_impl(const float* x, int64_t npix, int64_t c, int64_t groups, c
     return !nan.load();
 }
 
+// Vectors of the unit's width (GCC/Clang vector extensions): VBYTES is defined by the unit.
+constexpr int VW = VBYTES / 4;
+static_assert(L % VW == 0, "the tile width must be a multiple of the vector width");
+typedef float vfloat __attribute__((vector_size(VBYTES)));
+typedef int32_t vint __attribute__((vector_size(VBYTES)));
+static inline vfloat load_f(const float* p) { vfloat v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline vint load_i(const int32_t* p) { vint v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void store_f(float* p, vfloat v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline void store_i(int32_t* p, vint v) { __builtin_memcpy(p, &v, sizeof v); }
+
 // One output pixel's L (or fewer) channels: back-transform, border correction, fused stage.
-// Lane loops run the full L (stage arrays are padded to ostride); only the stores stop at nv.
+// Lanes run the full L (stage arrays are padded to ostride); only the stores stop at nv.
 static inline void output_stage(const ConvShape& s, const Stage& st, const int32_t* pc, bool border,
                                 int64_t q, int64_t oy, int64_t ox, int64_t o0, int nv, const int32_t* tapsum,
                                 int32_t ktot) {
     alignas(64) int32_t dot[L];
     alignas(64) float y[L];
-    for (int l = 0; l < L; ++l) dot[l] = ktot - 2 * pc[l];
+    for (int l = 0; l < L; l += VW) store_i(dot + l, ktot - 2 * load_i(pc + l));
     if (border && s.pad == PadMode::Zero) {
         // Out-of-image taps were read as +1: remove their weight sums (exact zero padding).
         for (int64_t ky = 0; ky < s.kh; ++ky) {
@@ -51,54 +62,48 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
                 const int64_t ix = ox * s.sw - s.pl + kx * s.dw;
                 if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w) continue;
                 const int32_t* ts = tapsum + (ky * s.kw + kx) * s.ostride + o0;
-                for (int l = 0; l < L; ++l) dot[l] -= ts[l];
+                for (int l = 0; l < L; l += VW) store_i(dot + l, load_i(dot + l) - load_i(ts + l));
             }
         }
     }
     if (st.mode == OutMode::Int32) {
         int32_t* out = static_cast<int32_t*>(st.out) + q * s.o + o0;
         if (nv == L)
-            for (int l = 0; l < L; ++l) out[l] = dot[l];
+            for (int l = 0; l < L; l += VW) store_i(out + l, load_i(dot + l));
         else
             for (int l = 0; l < nv; ++l) out[l] = dot[l];
         return;
     }
-    for (int l = 0; l < L; ++l) y[l] = static_cast<float>(dot[l]);
-    if (st.scale_map) {
-        const float* sm = st.scale_map + (q % (s.oh * s.ow)) * s.ostride + o0;
-        for (int l = 0; l < L; ++l) y[l] = y[l] * sm[l];
-    } else if (st.scale_o && st.kmap) {
-        const float* so = st.scale_o + o0;
-        const float kk = st.kmap[q];
-        for (int l = 0; l < L; ++l) y[l] = y[l] * (so[l] * kk);
-    } else if (st.scale_o) {
-        const float* so = st.scale_o + o0;
-        for (int l = 0; l < L; ++l) y[l] = y[l] * so[l];
-    } else if (st.kmap) {
-        const float kk = st.kmap[q];
-        for (int l = 0; l < L; ++l) y[l] = y[l] * kk;
+    const float* sm = st.scale_map ? st.scale_map + (q % (s.oh * s.ow)) * s.ostride + o0 : nullptr;
+    const float* so = st.scale_o ? st.scale_o + o0 : nullptr;
+    const float* b = st.bias ? st.bias + o0 : nullptr;
+    const float* a = st.slope ? st.slope + o0 : nullptr;
+    const float kk = st.kmap ? st.kmap[q] : 1.0f;
+    const bool packed = st.mode == OutMode::Packed;
+    const float* pm = packed && st.post_mul ? st.post_mul + o0 : nullptr;
+    const float* pa = packed && st.post_add ? st.post_add + o0 : nullptr;
+    const vfloat zero = vfloat{} ;
+    for (int l = 0; l < L; l += VW) {
+        vfloat v = __builtin_convertvector(load_i(dot + l), vfloat);
+        if (sm) v = v * load_f(sm + l);
+        else if (so && st.kmap) v = v * (load_f(so + l) * kk);  // (α·K) first, as PyTorch's scale
+        else if (so) v = v * load_f(so + l);
+        else if (st.kmap) v = v * kk;
+        if (b) v = v + load_f(b + l);
+        if (a) v = v > zero ? v : v * load_f(a + l);
+        if (pm) v = v * load_f(pm + l);
+        if (pa) v = v + load_f(pa + l);
+        store_f(y + l, v);
     }
-    if (st.bias) {
-        const float* b = st.bias + o0;
-        for (int l = 0; l < L; ++l) y[l] = y[l] + b[l];
-    }
-    if (st.slope) {
-        const float* a = st.slope + o0;
-        for (int l = 0; l < L; ++l) y[l] = y[l] > 0.0f ? y[l] : y[l] * a[l];
-    }
-    if (st.mode == OutMode::Float) {
+    if (!packed) {
         float* out = static_cast<float*>(st.out) + q * s.o + o0;
         if (nv == L)
-            for (int l = 0; l < L; ++l) out[l] = y[l];
+            for (int l = 0; l < L; l += VW) store_f(out + l, load_f(y + l));
         else
             for (int l = 0; l < nv; ++l) out[l] = y[l];
         return;
     }
     // Packed output (groups == 1, so o0 % 32 + nv <= 32): the first block of a word assigns it.
-    if (st.post_mul)
-        for (int l = 0; l < L; ++l) y[l] = y[l] * st.post_mul[o0 + l];
-    if (st.post_add)
-        for (int l = 0; l < L; ++l) y[l] = y[l] + st.post_add[o0 + l];
     uint32_t* out = static_cast<uint32_t*>(st.out) + q * words_for(s.o) + o0 / 32;
     const uint32_t bits = lanes_to_bits(y, nv) << (o0 % 32);
     *out = (o0 % 32 == 0) ? bits : (*out | bits);

@@ -134,10 +134,12 @@ class PackedModel:
             return (lambda x: x @ wt + b) if b is not None else (lambda x: x @ wt)
         if op == "batch_norm":
             mul, add = p("scale"), p("shift")
-            return lambda x: x * mul + add
+            return lambda x: ops.channel_affine(x, mul, add)
         if op == "prelu":
             slope = p("slope")
-            return lambda x: ops.prelu(x, slope)
+            if slope.size == 1:
+                return lambda x: ops.prelu(x, slope)
+            return lambda x: ops.channel_affine(x, slope=slope)
         if op == "relu":
             return lambda x: np.maximum(x, np.float32(0))
         if op == "hardtanh":

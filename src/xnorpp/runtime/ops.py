@@ -9,6 +9,7 @@ count_include_pad rules) on ``(N, H, W, C)`` arrays.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..geometry import conv_output_length
 
@@ -35,23 +36,26 @@ def conv_output_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias, stride, padding, dilation, groups: int) -> np.ndarray:
-    """Float convolution: x (N,H,W,C), weight (O, C/groups, KH, KW) as in PyTorch."""
+    """Float convolution: x (N,H,W,C), weight (O, C/groups, KH, KW) as in PyTorch; im2col + BLAS."""
     n, h, w, c = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = conv_output_hw((h, w), (kh, kw), stride, padding, dilation)
-    xp = _pad(x, padding)
     og = o // groups
-    out = np.empty((n, oh, ow, o), dtype=np.float32)
+    if kh == kw == 1 and not any(padding):  # pointwise: a plain GEMM on the (strided) pixels
+        xs = x[:, ::stride[0], ::stride[1], :][:, :oh, :ow, :]
+        cols = [np.ascontiguousarray(xs[..., g * cg:(g + 1) * cg]).reshape(-1, cg) for g in range(groups)]
+    else:
+        span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+        win = sliding_window_view(_pad(x, padding), span, axis=(1, 2))  # (N, H', W', C, span_h, span_w)
+        win = win[:, ::stride[0], ::stride[1], :, ::dilation[0], ::dilation[1]][:, :oh, :ow]
+        cols = [win[:, :, :, g * cg:(g + 1) * cg].reshape(-1, cg * kh * kw) for g in range(groups)]
+    out = np.empty((n * oh * ow, o), dtype=np.float32)
     for g in range(groups):
-        xs = xp[..., g * cg:(g + 1) * cg]
-        cols = np.empty((n, oh, ow, kh, kw, cg), dtype=np.float32)
-        for ky, kx, view in _taps(xs, (kh, kw), stride, dilation, (oh, ow)):
-            cols[:, :, :, ky, kx, :] = view
-        wg = weight[g * og:(g + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og)
-        out[..., g * og:(g + 1) * og] = (cols.reshape(-1, kh * kw * cg) @ wg).reshape(n, oh, ow, og)
+        wg = weight[g * og:(g + 1) * og].reshape(og, -1).T  # (C/groups·KH·KW, O/groups), matches the cols
+        out[:, g * og:(g + 1) * og] = cols[g] @ wg
     if bias is not None:
         out += bias
-    return out
+    return out.reshape(n, oh, ow, o)
 
 
 def magnitude_map(x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
@@ -132,3 +136,10 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
+
+
+def channel_affine(x: np.ndarray, scale=None, shift=None, slope=None) -> np.ndarray:
+    """x*scale + shift per channel (last axis), then PReLU(slope): one pass in the compiled core."""
+    from .. import _core
+
+    return _core.channel_affine(np.ascontiguousarray(x, dtype=np.float32), scale, shift, slope)
