@@ -163,5 +163,33 @@ def test_export_and_measure_reports(tmp_path):
     y = np.random.default_rng(5).integers(0, 10, 100)
     r = export_and_measure(model, tmp_path / "m.xnor", x, y, repeat=3)
     assert r["agreement"] == 1.0 and r["max_logit_rel_diff"] < 1e-4
+    from xnorpp.export import format_measurement
+
+    assert "smaller than the float checkpoint" in format_measurement(r)
     assert r["packed_top1"] == r["torch_top1"]
     assert r["file_bytes"] == (tmp_path / "m.xnor").stat().st_size and r["size_ratio"] > 1
+
+
+def test_cli_export_from_training_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from xnorpp.train import TrainConfig
+    from xnorpp.train.checkpoint import build_model, save_atomic
+
+    config = TrainConfig(model="fmnist-net", dataset="fashion-mnist", scaling="gamma-o", model_opts={"width": 8})
+    model = _randomize(build_model(config), 6)
+    save_atomic({"model": model.state_dict(), "config": config.to_dict()}, tmp_path / "model.pt")
+    out = tmp_path / "m.xnor"
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path), "-o", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    packed = runtime.load(out)
+    assert packed.input_size == (28, 28) and packed.graph["preprocess"]["dataset"] == "fashion-mnist"
+    x = np.random.default_rng(6).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(packed(x), expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+    bad = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path / "nothing"), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "xnorpp export:" in bad.stderr and "Traceback" not in bad.stderr

@@ -24,7 +24,7 @@ from torch import nn
 from ..runtime.format import SUFFIX, write_model
 from .graph import SUPPORTED_MODULES, ExportError, trace
 
-__all__ = ["export_model", "export_and_measure", "ExportError", "SUPPORTED_MODULES", "float_checkpoint_bytes"]
+__all__ = ["export_model", "export_and_measure", "format_measurement", "ExportError", "SUPPORTED_MODULES", "float_checkpoint_bytes"]
 
 
 def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
@@ -34,14 +34,7 @@ def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
     from ..train import load_model  # the training package knows how to rebuild its models
 
     model = load_model(path)
-    config = {}
-    for candidate in (path / "config.json", path.parent / "config.json"):
-        if candidate.is_file():
-            import json
-
-            config = json.loads(candidate.read_text())
-            break
-    return model, config
+    return model, dict(getattr(model, "xnorpp_config", None) or {})
 
 
 def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
@@ -102,18 +95,30 @@ def _median_time(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
-def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.ndarray | torch.Tensor,
-                       labels: np.ndarray | torch.Tensor, *, input_size=None, dataset: str | None = None,
-                       batch_size: int = 256, repeat: int = 20) -> dict:
+def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.ndarray | torch.Tensor | None = None,
+                       labels: np.ndarray | torch.Tensor | None = None, *, input_size=None,
+                       dataset: str | None = None, data_root=None, batch_size: int = 256, repeat: int = 20) -> dict:
     """Export ``model`` to ``path`` and report the packed model's accuracy, size and speed.
 
-    ``images`` are normalized float32 (N, C, H, W), ``labels`` integers. Returns a dict with
+    ``images`` are normalized float32 (N, C, H, W), ``labels`` integers; without them the test split
+    of ``dataset`` (fashion-mnist or mnist) is loaded and normalized. Returns a dict with
     ``packed_top1``, ``torch_top1``, ``agreement`` (fraction of equal predictions),
     ``max_logit_rel_diff``, ``file_bytes``, ``float_checkpoint_bytes``, ``size_ratio``,
     ``batch1_ms_packed``, ``batch1_ms_torch``, ``speedup_batch1`` and ``isa``, ``threads``.
     """
     from .. import runtime
 
+    if images is None:
+        if dataset is None:
+            raise ValueError("export_and_measure needs images and labels, or dataset=...")
+        from ..data import dataset_info
+        from ..runtime.data import load_test_set
+
+        raw, labels = load_test_set(dataset, data_root)
+        info = dataset_info(dataset)
+        mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
+        images = (raw.astype(np.float32) / np.float32(255.0) - mean) / std
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
@@ -143,3 +148,13 @@ def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.nda
         "speedup_batch1": t_torch / t_packed, "isa": packed.isa, "threads": runtime.num_threads(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def format_measurement(r: dict) -> str:
+    """One paragraph for logs and demos from an :func:`export_and_measure` result."""
+    return (f"packed model {r['path']}: {r['file_bytes'] / 1024:.0f} KiB, {r['size_ratio']:.1f}x smaller than the "
+            f"float checkpoint; top-1 {100 * r['packed_top1']:.2f}% packed vs {100 * r['torch_top1']:.2f}% in "
+            f"PyTorch ({100 * r['agreement']:.2f}% same predictions, logits within "
+            f"{r['max_logit_rel_diff']:.1e} relative) on {r['images']} images; batch 1: "
+            f"{r['batch1_ms_packed']:.2f} ms packed ({r['isa']}, {r['threads']} threads) vs "
+            f"{r['batch1_ms_torch']:.2f} ms PyTorch = {r['speedup_batch1']:.1f}x")
