@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -114,6 +115,8 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"xnorpp train: error: {err}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     state = "finished" if result.finished else "stopped (resume with --resume)"
     print(f"{state}: test top-1 {result.test_top1:.2f}%, top-5 {result.test_top5:.2f}%, best top-1 "
           f"{result.best_top1:.2f}%, {result.train_time_s:.0f} s training, {result.params:,} parameters")

@@ -342,7 +342,7 @@ def _load_cifar10(info: DatasetInfo, split: str, data_root, download: bool) -> I
         raise FileNotFoundError(
             f"CIFAR-10 not found under {root} ({err}). Download cifar-10-python.tar.gz from "
             f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {root} "
-            "(giving cifar-10-batches-py/), then pass --data-root {root}") from None
+            f"(giving cifar-10-batches-py/), then pass --data-root {root}") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
     return InMemoryDataset(images, torch.tensor(ds.targets), info)
 
