@@ -158,7 +158,7 @@ nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::option
                 if (pa) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] + pa[j];
                 if (ps) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] > 0.0f ? yi[j] : yi[j] * ps[j];
             }
-        });
+        }, static_cast<double>(c) / 4);
     }
     return result;
 }

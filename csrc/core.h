@@ -70,7 +70,9 @@ const IsaKernels* kernels_avx2();
 const IsaKernels* kernels_portable();
 
 // Thread pool with passive waiting (condition variables, never spinning).
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+// Splits [0, n) over the threads, but never into parts of less than ~min_part_cost work
+// (cost_per_item units each, ~1 unit = 1 packed word op): waking a thread costs microseconds.
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item = 1e9);
 int num_threads();
 void set_num_threads(int n);
 

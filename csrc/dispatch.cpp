@@ -173,11 +173,13 @@ void set_num_threads(int n) {
     g_threads = n;
 }
 
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item) {
     if (n <= 0) return;
+    constexpr double kMinPartCost = 20000.0;  // ~10 µs of kernel work per thread at least
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     if (g_threads == 0) g_threads = default_threads();
-    const int parts = static_cast<int>(std::min<int64_t>(g_threads, n));
+    const double by_cost = std::max(1.0, static_cast<double>(n) * cost_per_item / kMinPartCost);
+    const int parts = static_cast<int>(std::min<double>({static_cast<double>(g_threads), static_cast<double>(n), by_cost}));
     if (parts <= 1) {
         fn(0, n);
         return;

@@ -32,7 +32,7 @@ static bool pack_impl(const float* x, int64_t npix, int64_t c, int64_t groups, c
                 }
         }
         if (bad) nan.store(true, std::memory_order_relaxed);
-    });
+    }, static_cast<double>(c));
     return !nan.load();
 }
 
@@ -160,7 +160,7 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
                         output_stage(s, st, pc + i * L, border[i], q0 + i, oys[i], oxs[i], o0, nv, tapsum, ktot);
                 }
         }
-    });
+    }, static_cast<double>(s.groups * nblocks * (taps * cw * P + P * L)));
 }
 
 static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl};
