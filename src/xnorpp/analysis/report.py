@@ -54,8 +54,8 @@ def _check_run(run_dir: Path, partial: bool) -> None:
             done = f" ({len(rows)} of {epochs} epochs done)"
         except (ValueError, OSError, json.JSONDecodeError):
             pass
-        raise ValueError(f"run folder {run_dir} is incomplete: no result.json{done}; finish it by running the "
-                         "same `xnorpp train` command again (it resumes), or pass --partial to report what is done")
+        raise ValueError(f"run folder {run_dir} is incomplete: no result.json{done}; finish it with "
+                         f"`xnorpp train --resume {run_dir}`, or pass --partial to report what is done")
 
 
 def _runs_of(path: Path, partial: bool):
@@ -83,11 +83,13 @@ def plot_curves(runs, out: Path) -> Path:
     colors = _colors([s for _, s, _ in runs])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     labelled = set()
+    last_epoch = 1
     for label, scaling, run_dir in runs:
         rows = read_metrics(run_dir)
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]
+        last_epoch = max(last_epoch, max(epochs))
         kw = dict(color=colors[scaling], marker="o", ms=3, label=None if scaling in labelled else scaling)
         labelled.add(scaling)
         axes[0].plot(epochs, [r["test_top1"] for r in rows], **kw)
@@ -96,7 +98,11 @@ def plot_curves(runs, out: Path) -> Path:
     axes[1].set(xlabel="epoch", ylabel="training loss", title="Training loss")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if last_epoch <= 20:
+            ax.set_xticks(range(1, last_epoch + 1))
+        if last_epoch == 1:
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xlabel("epoch (one epoch per run: end-of-epoch values, no curve)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     path = out / "curves.png"
@@ -235,6 +241,14 @@ def plot_gamma(label: str, scaling: str, factors: dict, out: Path) -> Path | Non
     if not factors:
         return None
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    def index_ticks(axis, n):  # indices are integers; a few: all of them
+        if n <= 16:
+            axis.set_ticks(range(n))
+        else:
+            axis.set_major_locator(MaxNLocator(integer=True))
+
     names = list(factors)
     spatial = any(set(f) - {"scale_channel"} for f in factors.values())
     ncols = 3 if spatial else 1
@@ -260,6 +274,9 @@ def plot_gamma(label: str, scaling: str, factors: dict, out: Path) -> Path | Non
             ax.plot(alpha, lw=0.8)
             ax.axhline(1.0, color="gray", lw=0.5, ls=":")
         ax.set_title(f"{name}: {alpha_label}", fontsize=8)
+        ax.set_xlabel("output channel", fontsize=7)
+        if alpha is not None:
+            index_ticks(ax.xaxis, len(alpha))
         ax.tick_params(labelsize=7)
         if ncols == 1:
             continue
@@ -268,6 +285,10 @@ def plot_gamma(label: str, scaling: str, factors: dict, out: Path) -> Path | Non
             im = ax.imshow(image, cmap="viridis")
             fig.colorbar(im, ax=ax, fraction=0.046)
             ax.set_title(image_label, fontsize=8)
+            ax.set_xlabel("output column", fontsize=7)
+            ax.set_ylabel("output row", fontsize=7)
+            index_ticks(ax.xaxis, image.shape[1])
+            index_ticks(ax.yaxis, image.shape[0])
         ax.tick_params(labelsize=7)
         ax = axes[row, 2]
         if "scale_height" in f:
@@ -282,6 +303,8 @@ def plot_gamma(label: str, scaling: str, factors: dict, out: Path) -> Path | Non
             ax.plot(rows_, marker=".", label="rows (β)")
             ax.plot(cols_, marker=".", label="columns (γ)")
             ax.legend(fontsize=6)
+            ax.set_xlabel("row / column index", fontsize=7)
+            index_ticks(ax.xaxis, max(len(rows_), len(cols_)))
         ax.tick_params(labelsize=7)
     fig.suptitle(f"Learned scaling factors of {label} ({scaling}); dotted line: initial value 1", fontsize=10)
     fig.tight_layout()
