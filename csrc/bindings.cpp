@@ -156,7 +156,9 @@ nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::option
                 if (pm) for (size_t j = 0; j < c; ++j) yi[j] = xi[j] * pm[j];
                 else std::memcpy(yi, xi, c * sizeof(float));
                 if (pa) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] + pa[j];
-                if (ps) for (size_t j = 0; j < c; ++j) yi[j] = yi[j] > 0.0f ? yi[j] : yi[j] * ps[j];
+                // Branch-free PReLU (random signs would mispredict a branch half the time); same values as
+                // x > 0 ? x : x*slope, NaN propagated.
+                if (ps) for (size_t j = 0; j < c; ++j) yi[j] = std::max(yi[j], 0.0f) + std::min(yi[j], 0.0f) * ps[j];
             }
         }, static_cast<double>(c) / 4);
     }
