@@ -13,9 +13,10 @@ namespace isa_avx2 {
 constexpr const char* kIsaName = "avx2";
 constexpr int L = 16, P = 4;
 
-template <int NP>
-static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw, int64_t goff, const uint32_t* wb,
-                  int32_t* pc) {
+template <int NP, int CW>
+static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,
+                  const uint32_t* wb, int32_t* pc) {
+    const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);

@@ -13,9 +13,10 @@ namespace isa_avx512 {
 constexpr const char* kIsaName = "avx512";
 constexpr int L = 32, P = 12;
 
-template <int NP>
-static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw, int64_t goff, const uint32_t* wb,
-                  int32_t* pc) {
+template <int NP, int CW>
+static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,
+                  const uint32_t* wb, int32_t* pc) {
+    const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
     __m512i acc0[NP], acc1[NP];
     for (int p = 0; p < NP; ++p) acc0[p] = acc1[p] = _mm512_setzero_si512();
     for (int64_t t = 0; t < taps; ++t) {

@@ -9,9 +9,10 @@ namespace isa_portable {
 constexpr const char* kIsaName = "portable";
 constexpr int L = 16, P = 4;
 
-template <int NP>
-static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw, int64_t goff, const uint32_t* wb,
-                  int32_t* pc) {
+template <int NP, int CW>
+static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,
+                  const uint32_t* wb, int32_t* pc) {
+    const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
     uint32_t acc[NP][L] = {};
     for (int64_t t = 0; t < taps; ++t) {
         const uint32_t* a[NP];

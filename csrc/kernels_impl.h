@@ -8,11 +8,17 @@
 // Everything here is compiled with that unit's instruction-set flags.
 using MicroFn = void (*)(const uint32_t* const*, int64_t, int64_t, int64_t, const uint32_t*, int32_t*);
 
-template <int... I>
-static constexpr std::array<MicroFn, sizeof...(I)> make_micro_table(std::integer_sequence<int, I...>) {
-    return {&micro<I + 1>...};
+// kMicro[cw][np - 1]: micro-kernels with 1..4 words per tap unrolled at compile time (cw 0: any).
+constexpr int kUnrolledWords = 4;
+template <int CW, int... I>
+static constexpr std::array<MicroFn, sizeof...(I)> make_micro_row(std::integer_sequence<int, I...>) {
+    return {&micro<I + 1, CW>...};
 }
-static constexpr auto kMicro = make_micro_table(std::make_integer_sequence<int, P>{});
+template <int... C>
+static constexpr auto make_micro_table(std::integer_sequence<int, C...>) {
+    return std::array<std::array<MicroFn, P>, sizeof...(C)>{make_micro_row<C>(std::make_integer_sequence<int, P>{})...};
+}
+static constexpr auto kMicro = make_micro_table(std::make_integer_sequence<int, kUnrolledWords + 1>{});
 
 static bool pack_impl(const float* x, int64_t npix, int64_t c, int64_t groups, const float* mul,
                       const float* add, uint32_t* out) {
@@ -115,6 +121,7 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
     const int64_t nblocks = (og + L - 1) / L;
     const int64_t npix = s.n * s.oh * s.ow, ntiles = (npix + P - 1) / P;
     const int32_t ktot = static_cast<int32_t>(cg * taps);
+    const auto& micro_row = kMicro[cw <= kUnrolledWords ? cw : 0];
 
     // What an out-of-image tap reads: +1 (0 bits) for zero and +1 padding, -1 on the true channels.
     std::vector<uint32_t> padbuf(static_cast<size_t>(pw), 0u);
@@ -153,7 +160,7 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
             for (int64_t g = 0; g < s.groups; ++g)
                 for (int64_t ob = 0; ob < nblocks; ++ob) {
                     const uint32_t* wb = wblocks + (g * nblocks + ob) * taps * cw * L;
-                    kMicro[np - 1](ind.data(), taps, cw, g * cw, wb, pc);
+                    micro_row[np - 1](ind.data(), taps, cw, g * cw, wb, pc);
                     const int64_t o0 = g * og + ob * L;
                     const int nv = static_cast<int>(std::min<int64_t>(L, og - ob * L));
                     for (int i = 0; i < np; ++i)
