@@ -4,8 +4,28 @@
 // called after the dispatcher checked the CPU.
 #include "core.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(XNORPP_SIMDE_AVX512)
+// Development check only (csrc/tools/check_isa.cpp): the same code on SIMDe's portable
+// implementation of the intrinsics, to test this unit on a CPU without AVX-512.
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define XNORPP_AVX512_CODE 1
+typedef simde__mmask16 __mmask16;
+static inline simde__m512 xnorpp_maskz_loadu_ps(simde__mmask16 m, const float* p) {
+    float v[16] = {};
+    for (int i = 0; i < 16; ++i)
+        if (m >> i & 1) v[i] = p[i];
+    return simde_mm512_loadu_ps(v);
+}
+#define _mm512_maskz_loadu_ps xnorpp_maskz_loadu_ps
+#define _mm512_mask_cmp_ps_mask(m, a, b, pred) \
+    static_cast<simde__mmask16>((m) & simde_mm512_cmp_ps_mask((a), (b), (pred)))
+#elif defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#define XNORPP_AVX512_CODE 1
+#endif
+
+#if defined(XNORPP_AVX512_CODE)
 
 namespace xnorpp {
 namespace isa_avx512 {
@@ -78,7 +98,7 @@ const IsaKernels* kernels_avx512() { return &isa_avx512::kTable; }
 
 }  // namespace xnorpp
 
-#else  // not x86-64: the dispatcher never selects this path
+#else  // not x86-64 and no emulation: the dispatcher never selects this path
 namespace xnorpp {
 const IsaKernels* kernels_avx512() { return kernels_portable(); }
 }  // namespace xnorpp
