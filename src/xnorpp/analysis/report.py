@@ -366,6 +366,7 @@ def report(path, *, out_dir=None, fmt: str = "md", partial: bool = False, approx
         if approx is not None:
             approx_by_run[label] = (scaling, approx)
     if approx_by_run:
+        sections.append(("Every scale on every model", _schemes_table(approx_by_run), None))
         sections.append(("Approximation error per layer", "Each model's own scale (solid) against the real "
                          "convolution I∗W on held-out images; dashed: the least-squares per-channel oracle on the "
                          "same binary products.", plot_approx(approx_by_run, out)))
@@ -384,6 +385,19 @@ def report(path, *, out_dir=None, fmt: str = "md", partial: bool = False, approx
     page = out / f"report.{fmt}"
     write_atomic(page, _render_page(title, sections, notes, fmt, out))
     return page
+
+
+def _schemes_table(approx_by_run: dict) -> str:
+    """Markdown: per model, the mean over layers of each scheme's error (as is / after rescaling)."""
+    head = "| model | " + " | ".join(SCHEME_TITLES[s] for s in SCHEMES) + " |"
+    lines = ["Mean over the binary layers of the relative error ‖I∗W − approx‖/‖I∗W‖ of each scale, evaluated on "
+             "the same binary products of each trained model; in brackets: after the best per-channel rescaling "
+             "(the scale's shape only). Lower is better.", "", head, "|---|" + "---:|" * len(SCHEMES)]
+    for label, (scaling, approx) in approx_by_run.items():
+        rel, res = approx["mean_relative_error"], approx.get("mean_rescaled_error", {})
+        cells = ["—" if rel.get(s) is None else f"{rel[s]:.3f} ({res.get(s, float('nan')):.3f})" for s in SCHEMES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _is_learned(scaling: str) -> bool:
