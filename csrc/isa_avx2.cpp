@@ -20,42 +20,47 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    __m256i c0[NP], c1[NP];       // per-byte counts (at most 31 words of 8 bits each)
-    __m256i s0[NP], s1[NP];       // 32-bit lane sums
+    // Accumulators stay in registers: plain arrays indexed by fully unrolled loops, never
+    // captured or address-taken (a lambda capturing them had moved them to the stack).
+    __m256i c0[NP], c1[NP];  // per-byte counts (at most 31 words of 8 bits each)
+    __m256i s0[NP], s1[NP];  // 32-bit lane sums
+#pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) c0[p] = c1[p] = s0[p] = s1[p] = _mm256_setzero_si256();
-    auto count_bytes = [&](__m256i v) {
-        const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low4));
-        const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
-        return _mm256_add_epi8(lo, hi);
-    };
-    auto flush = [&]() {
-        for (int p = 0; p < NP; ++p) {
-            s0[p] = _mm256_add_epi32(s0[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c0[p], ones8), ones16));
-            s1[p] = _mm256_add_epi32(s1[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c1[p], ones8), ones16));
-            c0[p] = c1[p] = _mm256_setzero_si256();
-        }
-    };
     int filled = 0;
     for (int64_t t = 0; t < taps; ++t) {
         const uint32_t* a[NP];
+#pragma GCC unroll 16
         for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
         const uint32_t* w = wb + t * cw * L;
         for (int64_t k = 0; k < cw; ++k, w += L) {
             const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
             const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8));
+#pragma GCC unroll 16
             for (int p = 0; p < NP; ++p) {
                 const __m256i b = _mm256_set1_epi32(static_cast<int>(a[p][k]));
-                c0[p] = _mm256_add_epi8(c0[p], count_bytes(_mm256_xor_si256(b, w0)));
-                c1[p] = _mm256_add_epi8(c1[p], count_bytes(_mm256_xor_si256(b, w1)));
+                const __m256i v0 = _mm256_xor_si256(b, w0), v1 = _mm256_xor_si256(b, w1);
+                c0[p] = _mm256_add_epi8(c0[p], _mm256_add_epi8(
+                    _mm256_shuffle_epi8(lut, _mm256_and_si256(v0, low4)),
+                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v0, 4), low4))));
+                c1[p] = _mm256_add_epi8(c1[p], _mm256_add_epi8(
+                    _mm256_shuffle_epi8(lut, _mm256_and_si256(v1, low4)),
+                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4))));
             }
-            if (++filled == 31) {
-                flush();
+            if (++filled == 31) {  // widen the byte counts before they can overflow
                 filled = 0;
+#pragma GCC unroll 16
+                for (int p = 0; p < NP; ++p) {
+                    s0[p] = _mm256_add_epi32(s0[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c0[p], ones8), ones16));
+                    s1[p] = _mm256_add_epi32(s1[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c1[p], ones8), ones16));
+                    c0[p] = c1[p] = _mm256_setzero_si256();
+                }
             }
         }
     }
-    flush();
+#pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
+        s0[p] = _mm256_add_epi32(s0[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c0[p], ones8), ones16));
+        s1[p] = _mm256_add_epi32(s1[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c1[p], ones8), ones16));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L), s0[p]);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L + 8), s1[p]);
     }

@@ -38,13 +38,16 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
                   const uint32_t* wb, int32_t* pc) {
     const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
     __m512i acc0[NP], acc1[NP];
+#pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) acc0[p] = acc1[p] = _mm512_setzero_si512();
     for (int64_t t = 0; t < taps; ++t) {
         const uint32_t* a[NP];
+#pragma GCC unroll 16
         for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
         const uint32_t* w = wb + t * cw * L;
         for (int64_t k = 0; k < cw; ++k, w += L) {
             const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 16);
+#pragma GCC unroll 16
             for (int p = 0; p < NP; ++p) {
                 const __m512i b = _mm512_set1_epi32(static_cast<int>(a[p][k]));
                 acc0[p] = _mm512_add_epi32(acc0[p], _mm512_popcnt_epi32(_mm512_xor_si512(b, w0)));
@@ -52,6 +55,7 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
             }
         }
     }
+#pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
         _mm512_storeu_si512(pc + p * L, acc0[p]);
         _mm512_storeu_si512(pc + p * L + 16, acc1[p]);
