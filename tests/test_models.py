@@ -136,3 +136,15 @@ def test_scaling_factors_get_gradients():
         for name in layer.scaling_spec.factors:
             g = getattr(layer, name).grad
             assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_gamma_init_alpha_starts_at_xnor_alpha():
+    model = M.create("fmnist-net", in_channels=1, input_size=28, width=8, gamma_init="alpha")
+    for layer in binary_layers(model):
+        expected = layer.weight.detach().abs().mean(dim=(1, 2, 3))
+        torch.testing.assert_close(layer.scale_channel.detach(), expected)
+        assert torch.equal(layer.scale_height.detach(), torch.ones_like(layer.scale_height))
+    ones = M.create("fmnist-net", in_channels=1, input_size=28, width=8)
+    assert all(torch.equal(l.scale_channel, torch.ones_like(l.scale_channel)) for l in binary_layers(ones))
+    with pytest.raises(ValueError, match="gamma_init"):
+        M.create("fmnist-net", in_channels=1, input_size=28, gamma_init="zeros")

@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--budget-min", type=float, default=10.0, help="training time budget in minutes")
     p.add_argument("--no-baselines", action="store_true", help="train the XNOR-Net++ model only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N images (quick check)")
     p.set_defaults(func=run)
 
 
@@ -24,7 +25,7 @@ def run(args) -> int:
     try:
         demo = run_demo(out_dir=args.out_dir, data_root=args.data_root, epochs=args.epochs or DEMO_EPOCHS,
                         budget_s=args.budget_min * 60, baselines=not args.no_baselines,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, train_subset=args.train_subset)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"xnorpp demo: error: {err}", file=sys.stderr)
         return 2

@@ -20,9 +20,10 @@ class AlexNet(nn.Module):
 
     def __init__(self, *, num_classes: int = 1000, in_channels: int = 3, scaling: str = "gamma-o-h-w",
                  input_size=(224, 224), binary: bool = True, fc_features: int = 4096, dropout: float = 0.0,
-                 ste: str = "clipped", binarize_input: bool = True, pad_value: float = 0.0):
+                 ste: str = "clipped", binarize_input: bool = True, pad_value: float = 0.0,
+                 gamma_init: str = "ones"):
         super().__init__()
-        factory = make_factory(binary, scaling, ste, binarize_input, pad_value)
+        factory = make_factory(binary, scaling, ste, binarize_input, pad_value, gamma_init)
         small = min(input_size) < 64
         layers: list[nn.Module] = []
         if small:

@@ -65,6 +65,13 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Binary ResNet: real stem, binary basic blocks, real classifier.
 
+    Options: ``width`` (channels of the first stage, doubled per stage), ``stem``
+    (``auto``, ``small``, ``small-pool``, ``imagenet``), ``binary_downsample``,
+    ``gamma_init`` (``ones`` as in the paper, or ``alpha``: the per-channel Γ
+    starts at XNOR-Net's α of the initial weights), and the layer options
+    ``ste``, ``binarize_input``, ``pad_value``; ``binary=False`` gives the float
+    baseline.
+
     Attributes: ``stem`` (``nn.Sequential``: conv, BN, PReLU, max-pool for ``imagenet``;
     conv, max-pool, BN, PReLU for ``small-pool``; conv, BN, PReLU for ``small``),
     ``layer1``…``layer4`` (``nn.Sequential`` of :class:`BasicBlock`), ``head``
@@ -75,13 +82,13 @@ class ResNet(nn.Module):
     def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), *, num_classes: int = 10, in_channels: int = 3,
                  scaling: str = "gamma-o-h-w", input_size=(224, 224), binary: bool = True,
                  width: int = 64, stem: str = "auto", binary_downsample: bool = False, ste: str = "clipped",
-                 binarize_input: bool = True, pad_value: float = 0.0):
+                 binarize_input: bool = True, pad_value: float = 0.0, gamma_init: str = "ones"):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
         if stem == "auto":
             stem = "small" if max(input_size) <= 64 else "imagenet"
-        factory = make_factory(binary, scaling, ste, binarize_input, pad_value)
+        factory = make_factory(binary, scaling, ste, binarize_input, pad_value, gamma_init)
         if stem in ("small", "small-pool"):
             # small-pool halves the resolution right after the conv, so BN and PReLU run on 4× fewer values
             pool = [nn.MaxPool2d(2, 2)] if stem == "small-pool" else []

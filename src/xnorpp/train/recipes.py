@@ -12,7 +12,7 @@ recipe             what it does
                    real weights with binary activations, stage 2 (from the stage-1 weights) makes both binary.
                    Half the epochs each; Adam 1e-3 with a cosine decay restarted at stage 2.
 ``fast-cpu``       ``make demo``: Adam 2e-3, one-cycle (linear warm-up 1/6 of the steps, cosine to 0),
-                   batch 128, few epochs; sized for two CPU cores.
+                   batch 128, 5 epochs; sized for two CPU cores.
 =================  ==========================================================================================
 
 In every recipe the learned scaling factors, PReLU slopes, BatchNorm parameters
@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("bnn-two-step", "real weights + binary activations, then both binary (authors' code); Adam 1e-3, "
            "cosine per stage", epochs=40, batch_size=256, lr=1e-3, schedule="cosine", two_step=True),
     Recipe("fast-cpu", "the demo: Adam 2e-3, one-cycle (warm-up 1/6, cosine), batch 128, few epochs",
-           epochs=4, batch_size=128, lr=2e-3, schedule="onecycle", warmup_fraction=1 / 6),
+           epochs=5, batch_size=128, lr=2e-3, schedule="onecycle", warmup_fraction=1 / 6),
 )}
 
 
