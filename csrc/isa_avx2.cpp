@@ -20,12 +20,18 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    // Accumulators stay in registers: plain arrays indexed by fully unrolled loops, never
-    // captured or address-taken (a lambda capturing them had moved them to the stack).
+    // Register accumulators are plain arrays indexed by fully unrolled loops, never captured
+    // or address-taken (a lambda capturing them had moved them all to the stack).
+    // The byte counts live in registers (2 per pixel); the 32-bit sums, touched once every 31
+    // words, live in memory so that the 16 ymm registers suffice without spills in the loop.
     __m256i c0[NP], c1[NP];  // per-byte counts (at most 31 words of 8 bits each)
-    __m256i s0[NP], s1[NP];  // 32-bit lane sums
+    alignas(32) int32_t sums[NP][L] = {};
 #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) c0[p] = c1[p] = s0[p] = s1[p] = _mm256_setzero_si256();
+    for (int p = 0; p < NP; ++p) c0[p] = c1[p] = _mm256_setzero_si256();
+    auto widen = [](__m256i* sum, __m256i counts, __m256i ones8, __m256i ones16) {
+        _mm256_store_si256(sum, _mm256_add_epi32(_mm256_load_si256(sum),
+                                                 _mm256_madd_epi16(_mm256_maddubs_epi16(counts, ones8), ones16)));
+    };
     int filled = 0;
     for (int64_t t = 0; t < taps; ++t) {
         const uint32_t* a[NP];
@@ -50,8 +56,8 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
                 filled = 0;
 #pragma GCC unroll 16
                 for (int p = 0; p < NP; ++p) {
-                    s0[p] = _mm256_add_epi32(s0[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c0[p], ones8), ones16));
-                    s1[p] = _mm256_add_epi32(s1[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c1[p], ones8), ones16));
+                    widen(reinterpret_cast<__m256i*>(sums[p]), c0[p], ones8, ones16);
+                    widen(reinterpret_cast<__m256i*>(sums[p] + 8), c1[p], ones8, ones16);
                     c0[p] = c1[p] = _mm256_setzero_si256();
                 }
             }
@@ -59,10 +65,11 @@ static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, 
     }
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
-        s0[p] = _mm256_add_epi32(s0[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c0[p], ones8), ones16));
-        s1[p] = _mm256_add_epi32(s1[p], _mm256_madd_epi16(_mm256_maddubs_epi16(c1[p], ones8), ones16));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L), s0[p]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L + 8), s1[p]);
+        widen(reinterpret_cast<__m256i*>(sums[p]), c0[p], ones8, ones16);
+        widen(reinterpret_cast<__m256i*>(sums[p] + 8), c1[p], ones8, ones16);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L), _mm256_load_si256(reinterpret_cast<__m256i*>(sums[p])));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L + 8),
+                            _mm256_load_si256(reinterpret_cast<__m256i*>(sums[p] + 8)));
     }
 }
 
@@ -87,6 +94,8 @@ static inline uint32_t lanes_to_bits(const float* z, int n) {
     return bits;
 }
 
+// Words per tap unrolled at compile time (helps the 2-word layers of ResNet's first stage).
+constexpr int kUnrolledWords = 4;
 #define VBYTES 32
 #include "kernels_impl.h"
 #undef VBYTES

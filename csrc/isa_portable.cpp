@@ -38,6 +38,8 @@ static inline uint32_t lanes_to_bits(const float* z, int n) {
     return bits;
 }
 
+// No compile-time unrolling of the word loop (keeps the portable build small).
+constexpr int kUnrolledWords = 0;
 #define VBYTES 16
 #include "kernels_impl.h"
 #undef VBYTES

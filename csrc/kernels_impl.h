@@ -5,11 +5,13 @@
 //   bool pack_word(x, count, mul, add, w);   32 channels -> one word, true on NaN
 //   uint32_t lanes_to_bits(z, n);            bit l = (z[l] < 0)
 //   VBYTES                                   vector width in bytes for the output stage
+//   constexpr int kUnrolledWords;            words per tap unrolled at compile time (0..4)
 // Everything here is compiled with that unit's instruction-set flags.
 using MicroFn = void (*)(const uint32_t* const*, int64_t, int64_t, int64_t, const uint32_t*, int32_t*);
 
-// kMicro[cw][np - 1]: micro-kernels with 1..4 words per tap unrolled at compile time (cw 0: any).
-constexpr int kUnrolledWords = 4;
+// kMicro[cw][np - 1]: micro-kernels with 1..kUnrolledWords words per tap unrolled at compile time
+// (cw 0: any count). kUnrolledWords is the unit's choice: unrolling must not make the compiler
+// spill the accumulators (checked in the generated code).
 template <int CW, int... I>
 static constexpr std::array<MicroFn, sizeof...(I)> make_micro_row(std::integer_sequence<int, I...>) {
     return {&micro<I + 1, CW>...};
