@@ -30,6 +30,10 @@ OPS = ("conv2d", "binary_conv2d", "linear", "binary_linear", "batch_norm", "prel
        "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "add", "identity")
 
 
+def _identity(x):
+    return x
+
+
 class PackedModel:
     """A packed binary network ready to run: ``logits = model(x)`` with x a float32 numpy batch (N, C, H, W)."""
 
@@ -99,6 +103,14 @@ class PackedModel:
                     and users[0]["op"] == "binary_conv2d" and users[0]["attrs"].get("groups", 1) == 1
                     and not users[0]["attrs"].get("magnitude") and node["name"] != self.output_name):
                 packed_to[node["name"]] = users[0]
+        # Batch norm -> only a PReLU/ReLU: one pass (same arithmetic, one array less).
+        self._bn_act: dict[str, dict] = {}
+        for node in nodes:
+            users = consumers.get(node["name"], [])
+            if (node["op"] == "batch_norm" and len(users) == 1 and users[0]["op"] in ("prelu", "relu")
+                    and node["name"] != self.output_name):
+                self._bn_act[node["name"]] = users[0]
+        fused_acts = {id(act) for act in self._bn_act.values()}
         last_use = {}
         for idx, node in enumerate(nodes):
             for i in node["inputs"]:
@@ -106,8 +118,11 @@ class PackedModel:
         steps = []
         for idx, node in enumerate(nodes):
             try:
-                fn = self._compile(node, packed_to.get(node["name"]),
-                                   packed_in=any(p is node for p in packed_to.values()))
+                if id(node) in fused_acts:
+                    fn = _identity
+                else:
+                    fn = self._compile(node, packed_to.get(node["name"]),
+                                       packed_in=any(p is node for p in packed_to.values()))
             except ModelFormatError:
                 raise
             except (KeyError, TypeError, ValueError, IndexError) as err:
@@ -134,6 +149,11 @@ class PackedModel:
             return (lambda x: x @ wt + b) if b is not None else (lambda x: x @ wt)
         if op == "batch_norm":
             mul, add = p("scale"), p("shift")
+            act = self._bn_act.get(node["name"])
+            if act is not None:  # fused with the activation that follows
+                slope = (self._param(act, "slope") if act["op"] == "prelu" else np.zeros(1, np.float32))
+                slope = np.ascontiguousarray(np.broadcast_to(slope, mul.shape), dtype=np.float32)
+                return lambda x: ops.channel_affine(x, mul, add, slope)
             return lambda x: ops.channel_affine(x, mul, add)
         if op == "prelu":
             slope = p("slope")
