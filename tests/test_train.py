@@ -161,3 +161,21 @@ def test_save_atomic_leaves_no_temporary_files(tmp_path):
     with pytest.raises(ValueError, match="not an xnorpp checkpoint"):
         save_atomic([1, 2], tmp_path / "bad.pt")
         load_file(tmp_path / "bad.pt")
+
+
+def test_demo_flow_on_a_tiny_stand_in_for_fashion_mnist(tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    from xnorpp.train.demo import print_demo, run_demo
+    make_idx_folder(tmp_path, n_train=64, n_test=16)
+    demo = run_demo(out_dir=str(tmp_path / "demo"), data_root=str(tmp_path), epochs=1, budget_s=3600,
+                    progress=False)
+    print_demo(demo)
+    out = capsys.readouterr().out
+    assert [r.label for r in demo.rows] == ["XNOR-Net++ (gamma-o-h-w)", "XNOR-Net (xnor)", "float (same network)"]
+    assert demo.rows[1].result.scaling == "xnor" and demo.rows[2].result.model == "float-fmnist-net"
+    assert "XNOR-Net++ (gamma-o-h-w)" in out and str((tmp_path / "demo").resolve()) in out
+    assert (tmp_path / "demo" / "xnorpp-gamma-o-h-w" / "result.json").is_file()
+    skipped = run_demo(out_dir=str(tmp_path / "demo"), data_root=str(tmp_path), epochs=1, budget_s=0,
+                       progress=False)  # reruns over the old folders; no time left for baselines
+    assert len(skipped.rows) == 1

@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default="runs/demo", help="where the run folders go")
     p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each run (default: the demo's)")
-    p.add_argument("--budget-min", type=float, default=10.0, help="training time budget in minutes")
+    p.add_argument("--budget-min", type=float, default=9.0,
+                   help="time budget of all training runs in minutes (baselines only run if they fit)")
     p.add_argument("--no-baselines", action="store_true", help="train the XNOR-Net++ model only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N images (quick check)")

@@ -75,7 +75,7 @@ def _fresh_dir(path: Path) -> None:
 
 
 def run_demo(out_dir: str = "runs/demo", data_root: str | None = None, epochs: int = DEMO_EPOCHS,
-             budget_s: float = 600.0, baselines: bool = True, progress: bool = True,
+             budget_s: float = 540.0, baselines: bool = True, progress: bool = True,
              train_subset: int | None = None) -> DemoResult:
     """Train and evaluate the demo model and, within ``budget_s`` seconds in all, its baselines.
 
@@ -89,8 +89,9 @@ def run_demo(out_dir: str = "runs/demo", data_root: str | None = None, epochs: i
     demo = DemoResult(out_dir=str(out))
 
     def run(name, label, note="", **overrides):
-        cfg = demo_config(out, name, epochs=epochs, data_root=data_root, progress=progress,
-                          train_subset=train_subset, **overrides)
+        overrides.setdefault("epochs", epochs)
+        cfg = demo_config(out, name, data_root=data_root, progress=progress, train_subset=train_subset,
+                          **overrides)
         _fresh_dir(Path(cfg.run_dir))
         print(f"\n== {label}: {cfg.model}, scaling {cfg.scaling}, recipe {cfg.recipe}, {cfg.epochs} epochs ==",
               flush=True)
