@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.layers import BinaryConv2d, BinaryLayer, BinaryLinear
+from ..nn.layers import BinaryConv2d, BinaryLayer
 
 SCHEMES = ("none", "xnor-alpha", "xnor", "learned", "oracle")
 SCHEME_TITLES = {"none": "none", "xnor-alpha": "xnor-alpha (α)", "xnor": "xnor (Kα)", "learned": "learned Γ",
