@@ -252,7 +252,8 @@ def plot_gamma(label: str, scaling: str, factors: dict, out: Path) -> Path | Non
     names = list(factors)
     spatial = any(set(f) - {"scale_channel"} for f in factors.values())
     ncols = 3 if spatial else 1
-    fig, axes = plt.subplots(len(names), ncols, figsize=(4.2 * ncols, 2.3 * len(names) + 0.6), squeeze=False)
+    width = 4.2 * ncols if ncols > 1 else 8.0  # one column: wide enough for the title
+    fig, axes = plt.subplots(len(names), ncols, figsize=(width, 2.3 * len(names) + 0.6), squeeze=False)
     for row, name in enumerate(names):
         f = factors[name]
         if "scale_full" in f:  # Γ ∈ R^{o×h×w}: per-channel mean, spatial mean image
