@@ -16,6 +16,7 @@ def register(subparsers) -> None:
     p.add_argument("--budget-min", type=float, default=9.0,
                    help="time budget of all training runs in minutes (baselines only run if they fit)")
     p.add_argument("--no-baselines", action="store_true", help="train the XNOR-Net++ model only")
+    p.add_argument("--no-export", action="store_true", help="skip exporting and measuring the packed model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N images (quick check)")
     p.set_defaults(func=run)
@@ -26,7 +27,8 @@ def run(args) -> int:
     try:
         demo = run_demo(out_dir=args.out_dir, data_root=args.data_root, epochs=args.epochs or DEMO_EPOCHS,
                         budget_s=args.budget_min * 60, baselines=not args.no_baselines,
-                        progress=not args.no_progress, train_subset=args.train_subset)
+                        progress=not args.no_progress, train_subset=args.train_subset,
+                        export=not args.no_export)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"xnorpp demo: error: {err}", file=sys.stderr)
         return 2
