@@ -21,3 +21,16 @@ def conv_output_size(input_size: tuple[int, int], kernel_size: tuple[int, int], 
         conv_output_length(input_size[i], kernel_size[i], stride[i], padding[i][0], padding[i][1], dilation[i])
         for i in range(2)
     )
+
+
+def size_pair(value, what: str = "input_size") -> tuple[int, int]:
+    """``28`` or ``(28, 28)`` → ``(28, 28)``; a clear ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an int or a pair (h, w), got {value!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"{what} must be positive, got {(h, w)}")
+    return (h, w)

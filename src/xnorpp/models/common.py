@@ -7,22 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..geometry import conv_output_size
+from ..geometry import conv_output_size, size_pair
 from ..nn import BinaryConv2d, BinaryLinear
 from ..scaling import get_scaling, linear_equivalent
 
 
 def pair(size) -> tuple[int, int]:
     """``28`` or ``(28, 28)`` → ``(28, 28)``, with a clear error for anything else."""
-    if isinstance(size, int):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_size must be an int or a pair (h, w), got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"input_size must be positive, got {(h, w)}")
-    return (h, w)
+    return size_pair(size, "input_size")
 
 
 def conv_out(size: tuple[int, int], kernel: int, stride: int = 1, padding: int = 0) -> tuple[int, int]:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import conv_output_size
+from ..geometry import conv_output_size, size_pair
 from ..scaling import (DEFAULT_CONV_SCALING, DEFAULT_LINEAR_SCALING, FACTOR_AXES, Scaling,
                        get_scaling)
 from .quantizers import binarize, check_ste, sign_ste
@@ -173,7 +173,7 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
         self.input_size = None
         out_size = None
         if input_size is not None:
-            self.input_size = _pair_size(input_size, "BinaryConv2d input_size")
+            self.input_size = size_pair(input_size, "BinaryConv2d input_size")
             out_size = self.output_size_for(self.input_size)
         self._make_factors(out_size if self.scaling_spec.spatial else None)
 
@@ -311,18 +311,6 @@ class BinaryLinear(BinaryLayer, nn.Linear):
         if self.bias is not None:
             y = y + self.bias
         return y
-
-
-def _pair_size(value, what: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an int or a pair (h, w), got {value!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"{what} must be positive, got {(h, w)}")
-    return (h, w)
 
 
 def name_layers(model: nn.Module) -> nn.Module:
