@@ -6,14 +6,14 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..files import atomic_write
 
 SPLITS = ("train", "test")
 SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist"), "mnist": Path("/usr/share/datasets/mnist")}
@@ -259,17 +259,13 @@ def _download_idx(name: str, target: Path) -> None:
         dest = target / fname
         if dest.is_file() and _md5(dest) == md5:
             continue
-        fd, tmp = tempfile.mkstemp(dir=target, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(base + fname, timeout=30) as resp:
-                shutil.copyfileobj(resp, out)
-            got = _md5(Path(tmp))
-            if got != md5:
-                raise OSError(f"checksum mismatch for {base + fname}: MD5 {got}, expected {md5}")
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(dest) as out, urllib.request.urlopen(base + fname, timeout=30) as resp:
+            digest = hashlib.md5()
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != md5:  # raising here discards the download
+                raise OSError(f"checksum mismatch for {base + fname}: MD5 {digest.hexdigest()}, expected {md5}")
 
 
 def _how_to_get(name: str, data_root) -> str:

@@ -5,7 +5,8 @@ Layout: the safetensors header's ``__metadata__`` holds
 ``format``          ``"xnorpp-packed"``
 ``format_version``  an integer (this runtime reads versions up to :data:`FORMAT_VERSION`)
 ``graph``           the graph as JSON (see :mod:`xnorpp.runtime.model`)
-``data_sha256``     SHA-256 of the tensor data section, so a corrupted file is refused
+``sha256``          SHA-256 of the whole file, computed with these 64 hex digits set to
+                    ``0``: a flipped bit anywhere (graph, tensor table, data) is refused
 
 and the tensors are the graph's parameters: binary weights as ``uint8`` sign bits packed
 1 bit per weight (LSB first, bit 1 ⇔ w < 0, in ``(O, KH, KW, C/groups)`` order), the
@@ -20,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write
 
 FORMAT_NAME = "xnorpp-packed"
 FORMAT_VERSION = 1
@@ -35,13 +38,22 @@ class ModelFormatError(ValueError):
     """The file is not a packed xnorpp model this runtime can read (truncated, corrupted, newer...)."""
 
 
-def _data_section(blob: bytes) -> tuple[int, bytes]:
+_UNSET_DIGEST = "0" * 64
+
+
+def _header_length(blob: bytes) -> int:
     if len(blob) < 8:
         raise ModelFormatError(f"file too short ({len(blob)} bytes) to be a safetensors file")
     (header_len,) = struct.unpack("<Q", blob[:8])
     if header_len > len(blob) - 8:
         raise ModelFormatError(f"header length {header_len} exceeds the file size {len(blob)}: truncated file?")
-    return header_len, blob[8 + header_len:]
+    return header_len
+
+
+def _file_digest(blob: bytes, header_len: int, recorded: str) -> str:
+    """SHA-256 of ``blob`` with the recorded digest in its header replaced by zeros."""
+    header = blob[8:8 + header_len].replace(f'"{recorded}"'.encode(), f'"{_UNSET_DIGEST}"'.encode(), 1)
+    return hashlib.sha256(blob[:8] + header + blob[8 + header_len:]).hexdigest()
 
 
 def write_model(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndarray]) -> Path:
@@ -50,21 +62,15 @@ def write_model(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndar
 
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-            "graph": json.dumps(graph, separators=(",", ":"))}
-    _, data = _data_section(save(tensors, metadata=meta))
-    meta["data_sha256"] = hashlib.sha256(data).hexdigest()
+            "graph": json.dumps(graph, separators=(",", ":")), "sha256": _UNSET_DIGEST}
     blob = save(tensors, metadata=meta)
+    header_len = _header_length(blob)
+    digest = _file_digest(blob, header_len, _UNSET_DIGEST)
+    blob = (blob[:8] + blob[8:8 + header_len].replace(f'"{_UNSET_DIGEST}"'.encode(), f'"{digest}"'.encode(), 1)
+            + blob[8 + header_len:])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(blob)
     return path
 
 
@@ -79,7 +85,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         raise FileNotFoundError(f"no packed model at {str(path)!r}")
     blob = path.read_bytes()
     where = f"{str(path)!r}"
-    header_len, data = _data_section(blob)
+    header_len = _header_length(blob)
     try:
         header = json.loads(blob[8:8 + header_len].decode("utf-8"))
         meta = header.get("__metadata__") or {}
@@ -98,8 +104,11 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                                f"(up to {FORMAT_VERSION}); upgrade xnorpp")
     if version < 1:
         raise ModelFormatError(f"{where}: invalid format version {version}")
-    if hashlib.sha256(data).hexdigest() != meta.get("data_sha256"):
-        raise ModelFormatError(f"{where}: tensor data checksum mismatch: the file is truncated or corrupted")
+    recorded = meta.get("sha256")
+    if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
+        raise ModelFormatError(f"{where}: missing or corrupted checksum (metadata sha256)")
+    if _file_digest(blob, header_len, recorded) != recorded:
+        raise ModelFormatError(f"{where}: checksum mismatch: the file is truncated or corrupted")
     try:
         graph = json.loads(meta["graph"])
     except (KeyError, TypeError, json.JSONDecodeError) as err:

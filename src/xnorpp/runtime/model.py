@@ -30,6 +30,9 @@ OPS = ("conv2d", "binary_conv2d", "linear", "binary_linear", "batch_norm", "prel
        "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "add", "identity")
 
 
+_MAX_GEOMETRY = 1 << 16  # bound on sizes, strides, paddings read from a file: no absurd allocations
+
+
 def _identity(x):
     return x
 
@@ -59,7 +62,7 @@ class PackedModel:
 
     # -- building ----------------------------------------------------------------------------
     def _param(self, node: dict, key: str, required: bool = True, dtype=np.float32, shape=None):
-        ref = (node.get("params") or {}).get(key)
+        ref = node["params"].get(key)
         if ref is None:
             if required:
                 raise ModelFormatError(f"{self._where}: node {node.get('name')!r} lacks parameter {key!r}")
@@ -78,6 +81,17 @@ class PackedModel:
             raise ModelFormatError(f"{self._where}: tensor {ref!r} holds non-finite values")
         return np.ascontiguousarray(t)
 
+    def _ints(self, node: dict, key: str, count: int | None = None, minimum: int = 1) -> tuple[int, ...] | int:
+        """Attribute ``key`` as ``count`` integers (or one integer if ``count`` is None) in [minimum, 2**16]."""
+        value = node["attrs"].get(key)
+        items = [value] if count is None else value
+        if (not isinstance(items, list) or len(items) != (count or 1)
+                or any(type(v) is not int or not minimum <= v <= _MAX_GEOMETRY for v in items)):
+            what = "an integer" if count is None else f"{count} integers"
+            raise ModelFormatError(f"{self._where}: node {node['name']!r} ({node['op']}): attribute {key!r} must be "
+                                   f"{what} in [{minimum}, {_MAX_GEOMETRY}], got {value!r}")
+        return value if count is None else tuple(value)
+
     def _build(self, nodes: list) -> list:
         known = {self.input_name}
         consumers: dict[str, list[dict]] = {}
@@ -87,9 +101,15 @@ class PackedModel:
                 raise ModelFormatError(f"{self._where}: unknown or malformed node {what!r}; "
                                        f"this runtime runs: {', '.join(OPS)}")
             inputs = node.get("inputs")
-            if not isinstance(inputs, list) or not inputs or any(i not in known for i in inputs):
+            if not isinstance(inputs, list) or not inputs or any(not isinstance(i, str) or i not in known
+                                                                 for i in inputs):
                 raise ModelFormatError(f"{self._where}: node {node['name']!r} reads {inputs!r}, not all defined "
                                        "before it")
+            params = node.get("params")
+            if (not isinstance(node.get("attrs"), dict) or not isinstance(params, dict)
+                    or not all(isinstance(ref, str) for ref in params.values())):
+                raise ModelFormatError(f"{self._where}: node {node['name']!r} lacks valid 'attrs' and 'params' "
+                                       "tables")
             for i in inputs:
                 consumers.setdefault(i, []).append(node)
             known.add(node["name"])
@@ -125,7 +145,7 @@ class PackedModel:
                                        packed_in=any(p is node for p in packed_to.values()))
             except ModelFormatError:
                 raise
-            except (KeyError, TypeError, ValueError, IndexError) as err:
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as err:
                 raise ModelFormatError(f"{self._where}: node {node['name']!r} ({node['op']}): invalid "
                                        f"attributes or parameters: {err}") from None
             free = [i for i in node["inputs"] if last_use.get(i) == idx and i != self.output_name]
@@ -133,13 +153,14 @@ class PackedModel:
         return steps
 
     def _compile(self, node: dict, pack_for: dict | None, packed_in: bool):
-        op, a = node["op"], node.get("attrs") or {}
+        op, a = node["op"], node["attrs"]
         p = lambda key, **kw: self._param(node, key, **kw)  # noqa: E731
+        ints = lambda key, count=None, minimum=1: self._ints(node, key, count, minimum)  # noqa: E731
         if op == "conv2d":
             w, b = p("weight"), p("bias", required=False)
-            stride, padding, dilation, groups = (tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"]),
-                                                 int(a["groups"]))
-            if w.ndim != 4 or w.shape[1] * groups != a["in_channels"]:
+            stride, padding, dilation, groups = ints("stride", 2), ints("padding", 4, 0), ints("dilation", 2), \
+                ints("groups")
+            if w.ndim != 4 or w.shape[1] * groups != ints("in_channels") or w.shape[0] % groups:
                 raise ModelFormatError(f"{self._where}: conv2d {node['name']!r}: weight shape {w.shape} does not "
                                        f"match in_channels={a['in_channels']}, groups={groups}")
             return lambda x: ops.conv2d(x, w, b, stride, padding, dilation, groups)
@@ -166,15 +187,15 @@ class PackedModel:
             lo, hi = np.float32(a["min"]), np.float32(a["max"])
             return lambda x: np.clip(x, lo, hi)
         if op == "max_pool2d":
-            args = (tuple(a["kernel"]), tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"]),
+            args = (ints("kernel", 2), ints("stride", 2), ints("padding", 2, 0), ints("dilation", 2),
                     bool(a["ceil_mode"]))
             return lambda x: ops.max_pool2d(x, *args)
         if op == "avg_pool2d":
-            args = (tuple(a["kernel"]), tuple(a["stride"]), tuple(a["padding"]), bool(a["ceil_mode"]),
+            args = (ints("kernel", 2), ints("stride", 2), ints("padding", 2, 0), bool(a["ceil_mode"]),
                     bool(a["count_include_pad"]))
             return lambda x: ops.avg_pool2d(x, *args)
         if op == "adaptive_avg_pool2d":
-            size = tuple(a["output_size"])
+            size = ints("output_size", 2)
             return lambda x: ops.adaptive_avg_pool2d(x, size)
         if op == "flatten":
             return ops.flatten
@@ -186,9 +207,11 @@ class PackedModel:
 
     def _compile_binary(self, node, a, pack_for, packed_in):
         linear = node["op"] == "binary_linear"
-        o, c, groups = int(a["out_channels"]), int(a["in_channels"]), int(a.get("groups", 1))
-        kh, kw = (1, 1) if linear else tuple(a["kernel"])
-        if o < 1 or c < 1 or groups < 1 or c % groups or o % groups:
+        ints = lambda key, count=None, minimum=1: self._ints(node, key, count, minimum)  # noqa: E731
+        o, c = ints("out_channels"), ints("in_channels")
+        groups = 1 if linear else ints("groups")
+        kh, kw = (1, 1) if linear else ints("kernel", 2)
+        if c % groups or o % groups:
             raise ModelFormatError(f"{self._where}: node {node['name']!r}: invalid channel counts")
         bits = self._param(node, "weight_bits", dtype=np.uint8)
         signs = unpack_sign_bits(bits, (o, kh, kw, c // groups))
@@ -196,7 +219,7 @@ class PackedModel:
         scaling = SCALINGS.get(a["scaling"])
         if scaling is None:
             raise ModelFormatError(f"{self._where}: node {node['name']!r}: unknown scaling {a['scaling']!r}")
-        out_size = None if linear or a.get("output_size") is None else tuple(a["output_size"])
+        out_size = None if linear or a.get("output_size") is None else ints("output_size", 2)
         scale_o, scale_map = None, None
         if scaling.analytic_alpha:
             scale_o = self._param(node, "alpha", shape=(o,))
@@ -227,15 +250,18 @@ class PackedModel:
                           post_add=self._param(pack_for, "in_shift", required=False, shape=(o,)))
         if linear:
             conv = _core.BinaryConv(words, c, 1, **kwargs)
+            geometry = None
         else:
-            pad_value = float(a["pad_value"])
-            conv = _core.BinaryConv(words, c, groups, tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"]),
-                                    pad_value, **kwargs)
+            pad_value = a["pad_value"]
+            if pad_value not in (0.0, 1.0, -1.0) or type(pad_value) is bool:
+                raise ModelFormatError(f"{self._where}: node {node['name']!r}: pad_value must be 0, 1 or -1, "
+                                       f"got {pad_value!r}")
+            geometry = ((kh, kw), ints("stride", 2), ints("padding", 4, 0), ints("dilation", 2))
+            conv = _core.BinaryConv(words, c, groups, *geometry[1:], float(pad_value), **kwargs)
         in_scale = self._param(node, "in_scale", required=False, shape=(c,))
         in_shift = self._param(node, "in_shift", required=False, shape=(c,))
         magnitude = bool(a.get("magnitude"))
         out = "packed" if pack_for is not None else "float"
-        geometry = None if linear else ((kh, kw), tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"]))
 
         def run(x):
             if packed_in:
