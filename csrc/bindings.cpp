@@ -9,6 +9,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -177,6 +178,151 @@ nb::ndarray<nb::numpy, uint32_t> pack_weights(const InArray& w) {
     return result;
 }
 
+// Output (height, width) of a convolution; padding is (top, bottom, left, right).
+std::array<int64_t, 2> conv_output_size(int64_t h, int64_t w, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
+                                        std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation) {
+    auto len = [](int64_t l, int64_t k, int64_t s, int64_t p0, int64_t p1, int64_t d) -> int64_t {
+        const int64_t span = d * (k - 1) + 1, padded = l + p0 + p1;
+        return padded < span ? 0 : (padded - span) / s + 1;
+    };
+    return {len(h, kh, stride[0], padding[0], padding[1], dilation[0]),
+            len(w, kw, stride[1], padding[2], padding[3], dilation[1])};
+}
+
+void check_geometry(const char* what, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
+                    std::array<int64_t, 2> dilation) {
+    if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1)
+        throw std::invalid_argument(std::string(what) + ": stride and dilation must be >= 1");
+    for (auto p : padding)
+        if (p < 0) throw std::invalid_argument(std::string(what) + ": padding must be >= 0");
+}
+
+const IsaKernels* kernels_for(const char* what, const std::optional<std::string>& isa) {
+    if (!isa) return current_isa();
+    const IsaKernels* k = isa_by_name(*isa);
+    if (!isa_supported(*isa))
+        throw std::runtime_error(std::string(what) + ": instruction set '" + *isa + "' is not supported by this CPU");
+    return k;
+}
+
+// A real (float32) convolution, groups 1, on NHWC arrays, with its epilogue fused: bias, a
+// folded batch norm (scale, shift) and PReLU (slope; zeros give ReLU).
+class FloatConv {
+public:
+    FloatConv(const InArray& weight, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
+              std::array<int64_t, 2> dilation, const std::optional<InArray>& bias, const std::optional<InArray>& scale,
+              const std::optional<InArray>& shift, const std::optional<InArray>& slope,
+              const std::optional<std::string>& isa)
+        : stride_(stride), padding_(padding), dilation_(dilation) {
+        const float* w = checked<float>(weight, "FloatConv: weight", {4});
+        o_ = weight.shape(0);
+        c_ = weight.shape(1);
+        kh_ = weight.shape(2);
+        kw_ = weight.shape(3);
+        if (o_ < 1 || c_ < 1 || kh_ < 1 || kw_ < 1)
+            throw std::invalid_argument("FloatConv: weight must have a non-zero shape (O, C, KH, KW)");
+        check_geometry("FloatConv", stride, padding, dilation);
+        kernels_ = kernels_for("FloatConv", isa);
+        const size_t padded = static_cast<size_t>((o_ + kernels_->float_lanes - 1) / kernels_->float_lanes *
+                                                  kernels_->float_lanes);
+        bias_ = optional_vector(bias, "FloatConv: bias", o_, padded);
+        scale_ = optional_vector(scale, "FloatConv: scale", o_, padded);
+        shift_ = optional_vector(shift, "FloatConv: shift", o_, padded);
+        slope_ = optional_vector(slope, "FloatConv: slope", o_, padded);
+        blocks_ = block_float_weights(w, o_, c_, kh_, kw_, kernels_->float_lanes);
+    }
+
+    nb::ndarray<nb::numpy, float> forward(const InArray& x) {
+        const float* xd = checked<float>(x, "FloatConv.forward: x", {4});
+        if (int64_t(x.shape(3)) != c_)
+            throw std::invalid_argument("FloatConv.forward: x has " + std::to_string(x.shape(3)) +
+                                        " channels (last axis of NHWC), expected " + std::to_string(c_));
+        ConvShape s;
+        s.n = x.shape(0);
+        s.c = c_;
+        s.o = o_;
+        s.kh = kh_;
+        s.kw = kw_;
+        s.sh = stride_[0];
+        s.sw = stride_[1];
+        s.dh = dilation_[0];
+        s.dw = dilation_[1];
+        const int64_t h = x.shape(1), w = x.shape(2);
+        const auto osz = conv_output_size(h, w, kh_, kw_, stride_, padding_, dilation_);
+        s.oh = osz[0];
+        s.ow = osz[1];
+        if (s.oh < 1 || s.ow < 1)
+            throw std::invalid_argument("FloatConv.forward: input " + std::to_string(h) + "x" + std::to_string(w) +
+                                        " is smaller than the kernel span");
+        s.h = h + padding_[0] + padding_[1];
+        s.w = w + padding_[2] + padding_[3];
+        float* out;
+        auto result = new_array<float>({size_t(s.n), size_t(s.oh), size_t(s.ow), size_t(o_)}, &out);
+        FloatStage st{ptr_or_null(bias_), ptr_or_null(scale_), ptr_or_null(shift_), ptr_or_null(slope_)};
+        {
+            nb::gil_scoped_release release;
+            std::vector<float> padded;
+            const float* input = xd;
+            if (s.h != h || s.w != w) {  // zero padding, materialized once (cheap next to the convolution)
+                padded.assign(static_cast<size_t>(s.n * s.h * s.w * c_), 0.0f);
+                for (int64_t n = 0; n < s.n; ++n)
+                    for (int64_t y = 0; y < h; ++y)
+                        std::copy(xd + ((n * h + y) * w) * c_, xd + ((n * h + y + 1) * w) * c_,
+                                  padded.begin() + ((n * s.h + y + padding_[0]) * s.w + padding_[2]) * c_);
+                input = padded.data();
+            }
+            kernels_->float_conv(s, input, blocks_.data(), st, out);
+        }
+        return result;
+    }
+
+    std::string isa() const { return kernels_->name; }
+
+private:
+    std::array<int64_t, 2> stride_, dilation_;
+    std::array<int64_t, 4> padding_;
+    int64_t o_, c_, kh_, kw_;
+    const IsaKernels* kernels_;
+    std::vector<float> blocks_, bias_, scale_, shift_, slope_;
+};
+
+// Max pooling on NHWC floats with the window geometry of PyTorch; the caller gives the output
+// size (it holds the ceil_mode rule). Out-of-image taps are skipped (-inf padding); NaN propagates.
+nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
+                                         std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+                                         std::array<int64_t, 2> out_size) {
+    const float* xd = checked<float>(x, "max_pool2d: x", {4});
+    check_geometry("max_pool2d", stride, {padding[0], padding[0], padding[1], padding[1]}, dilation);
+    if (kernel[0] < 1 || kernel[1] < 1 || out_size[0] < 1 || out_size[1] < 1)
+        throw std::invalid_argument("max_pool2d: kernel and output size must be >= 1");
+    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    float* out;
+    auto result = new_array<float>({size_t(n), size_t(oh), size_t(ow), size_t(c)}, &out);
+    {
+    nb::gil_scoped_release release;
+    parallel_for(n * oh, [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+            const int64_t b = row / oh, oy = row % oh;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+                float* m = out + (row * ow + ox) * c;
+                std::fill(m, m + c, -std::numeric_limits<float>::infinity());
+                for (int64_t ky = 0; ky < kernel[0]; ++ky) {
+                    const int64_t iy = oy * stride[0] - padding[0] + ky * dilation[0];
+                    if (iy < 0 || iy >= h) continue;
+                    for (int64_t kx = 0; kx < kernel[1]; ++kx) {
+                        const int64_t ix = ox * stride[1] - padding[1] + kx * dilation[1];
+                        if (ix < 0 || ix >= w) continue;
+                        const float* v = xd + ((b * h + iy) * w + ix) * c;
+                        for (int64_t j = 0; j < c; ++j) m[j] = (v[j] > m[j] || v[j] != v[j]) ? v[j] : m[j];
+                    }
+                }
+            }
+        }
+    }, static_cast<double>(ow * kernel[0] * kernel[1] * c) / 4);
+    }
+    return result;
+}
+
 // A binary convolution with its weights blocked for one instruction set and its folded output stage.
 class BinaryConv {
 public:
@@ -199,10 +345,7 @@ public:
         if (int64_t(weights.shape(3)) != words_for(in_channels / groups))
             throw std::invalid_argument("BinaryConv: weights have " + std::to_string(weights.shape(3)) +
                                         " words per tap, expected " + std::to_string(words_for(in_channels / groups)));
-        if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1)
-            throw std::invalid_argument("BinaryConv: stride and dilation must be >= 1");
-        for (auto p : padding)
-            if (p < 0) throw std::invalid_argument("BinaryConv: padding must be >= 0");
+        check_geometry("BinaryConv", stride, padding, dilation);
         if (pad_value == 0.0) pad_ = PadMode::Zero;
         else if (pad_value == 1.0) pad_ = PadMode::PlusOne;
         else if (pad_value == -1.0) pad_ = PadMode::MinusOne;
@@ -210,9 +353,7 @@ public:
         stride_ = stride;
         padding_ = padding;
         dilation_ = dilation;
-        kernels_ = isa ? isa_by_name(*isa) : current_isa();
-        if (isa && !isa_supported(*isa))
-            throw std::runtime_error("BinaryConv: instruction set '" + *isa + "' is not supported by this CPU");
+        kernels_ = kernels_for("BinaryConv", isa);
         scale_ = optional_vector(scale, "BinaryConv: scale", o_, padded_channels(o_));
         bias_ = optional_vector(bias, "BinaryConv: bias", o_, padded_channels(o_));
         slope_ = optional_vector(slope, "BinaryConv: slope", o_, padded_channels(o_));
@@ -233,12 +374,7 @@ public:
     }
 
     std::array<int64_t, 2> output_size(int64_t h, int64_t w) const {
-        auto len = [](int64_t l, int64_t k, int64_t s, int64_t p0, int64_t p1, int64_t d) -> int64_t {
-            const int64_t span = d * (k - 1) + 1, padded = l + p0 + p1;
-            return padded < span ? 0 : (padded - span) / s + 1;
-        };
-        return {len(h, kh_, stride_[0], padding_[0], padding_[1], dilation_[0]),
-                len(w, kw_, stride_[1], padding_[2], padding_[3], dilation_[1])};
+        return conv_output_size(h, w, kh_, kw_, stride_, padding_, dilation_);
     }
 
     nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {
@@ -386,4 +522,19 @@ NB_MODULE(_core, m) {
         .def_prop_ro("out_channels", &BinaryConv::out_channels)
         .def_prop_ro("in_channels", &BinaryConv::in_channels)
         .def_prop_ro("groups", &BinaryConv::groups);
+    nb::class_<FloatConv>(m, "FloatConv")
+        .def(nb::init<const InArray&, std::array<int64_t, 2>, std::array<int64_t, 4>, std::array<int64_t, 2>,
+                      const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
+                      const std::optional<InArray>&, const std::optional<std::string>&>(),
+             nb::arg("weight"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
+             nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0}, nb::arg("dilation") = std::array<int64_t, 2>{1, 1},
+             nb::arg("bias") = nb::none(), nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
+             nb::arg("slope") = nb::none(), nb::arg("isa") = nb::none(),
+             "Float32 convolution (groups 1) on NHWC input, weight (O, C, KH, KW) as in PyTorch; padding is (top, "
+             "bottom, left, right). Epilogue: + bias, * scale + shift, PReLU(slope).")
+        .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
+        .def_prop_ro("isa", &FloatConv::isa);
+    m.def("max_pool2d", &max_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),
+          nb::arg("dilation"), nb::arg("out_size"),
+          "Max pooling of (N, H, W, C) float32 to out_size (the caller applies ceil_mode); padding is (top, left).");
 }

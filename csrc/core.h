@@ -54,6 +54,16 @@ struct Stage {
     void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
 };
 
+// The real (float) convolution's fused epilogue: y = acc + bias, y = y*scale + shift (a folded
+// batch norm), then PReLU y = max(y, 0) + min(y, 0)*slope. Arrays hold the output channels
+// rounded up to the kernel's float_lanes, zero padded.
+struct FloatStage {
+    const float* bias = nullptr;
+    const float* scale = nullptr;
+    const float* shift = nullptr;
+    const float* slope = nullptr;
+};
+
 struct IsaKernels {
     const char* name;
     int lanes;  // output channels per register tile (the weight block width)
@@ -63,6 +73,10 @@ struct IsaKernels {
     // Binary convolution on packed input with ISA-blocked weights (see block_weights).
     void (*conv)(const ConvShape& s, const uint32_t* x, const uint32_t* wblocks, const int32_t* tapsum,
                  const Stage& st);
+    int float_lanes;  // output channels per float register tile (the float weight block width)
+    // Float convolution, groups 1, on an input already padded (s.h, s.w include the padding;
+    // s.pt = s.pl = 0) with weights blocked [O/float_lanes][KH][KW][C][float_lanes]; out [N*OH*OW][O].
+    void (*float_conv)(const ConvShape& s, const float* x, const float* wblocks, const FloatStage& st, float* out);
 };
 
 const IsaKernels* kernels_avx512();

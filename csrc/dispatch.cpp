@@ -247,4 +247,16 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
     return pw;
 }
 
+std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes) {
+    const int64_t nblocks = (o + lanes - 1) / lanes, kdim = kh * kw * c;
+    std::vector<float> blocks(static_cast<size_t>(nblocks * kdim * lanes), 0.0f);
+    for (int64_t oo = 0; oo < o; ++oo)
+        for (int64_t cc = 0; cc < c; ++cc)
+            for (int64_t ky = 0; ky < kh; ++ky)
+                for (int64_t kx = 0; kx < kw; ++kx)
+                    blocks[((oo / lanes) * kdim + (ky * kw + kx) * c + cc) * lanes + oo % lanes] =
+                        w[((oo * c + cc) * kh + ky) * kw + kx];
+    return blocks;
+}
+
 }  // namespace xnorpp

@@ -27,4 +27,7 @@ struct PreparedWeights {
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                 int64_t groups, int lanes);
 
+// Float weights [O][C][KH][KW] -> [O/lanes][KH][KW][C][lanes], output channels zero padded.
+std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes);
+
 }  // namespace xnorpp

@@ -172,4 +172,101 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
     }, static_cast<double>(s.groups * nblocks * (taps * cw * P + P * L)));
 }
 
-static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl};
+// ---- Float direct convolution: the real layers (the stem conv, the shortcut 1x1 convs) ----
+// A register tile of FP pixels x FL output channels (two vectors); each input value is
+// broadcast once and multiplied into both. 2*FP accumulators + 3 fit the unit's registers.
+constexpr int FL = 2 * VW;
+constexpr int FP = VBYTES == 64 ? 12 : 6;
+
+static inline vfloat splat(float v) {  // one broadcast: v - 0 is exact, so the compiler drops it
+    return v - vfloat{};               // (v + 0 is not: -0 + 0 = +0, so an add would stay)
+}
+
+static inline vfloat fmadd(vfloat a, vfloat b, vfloat c) {
+#if VBYTES == 64 && defined(__AVX512F__)
+    return (vfloat)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif VBYTES == 32 && defined(__FMA__)
+    return (vfloat)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+// Sums of an NP x FL tile. px[p] points at pixel p's window origin; a kernel row holds
+// nseg segments of seg_len contiguous floats (one run of KW*C when the dilation is 1).
+template <int NP>
+static void float_micro(const float* const* px, int64_t kh, int64_t row_step, int64_t nseg, int64_t seg_step,
+                        int64_t seg_len, const float* w, float* acc_out) {
+    vfloat acc0[NP], acc1[NP];
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) acc0[p] = acc1[p] = vfloat{};
+    for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t sg = 0; sg < nseg; ++sg) {
+            const int64_t off = ky * row_step + sg * seg_step;
+            for (int64_t j = 0; j < seg_len; ++j, w += FL) {
+                const vfloat w0 = load_f(w), w1 = load_f(w + VW);
+#pragma GCC unroll 16
+                for (int p = 0; p < NP; ++p) {
+                    const vfloat b = splat(px[p][off + j]);
+                    acc0[p] = fmadd(b, w0, acc0[p]);
+                    acc1[p] = fmadd(b, w1, acc1[p]);
+                }
+            }
+        }
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) {
+        store_f(acc_out + p * FL, acc0[p]);
+        store_f(acc_out + p * FL + VW, acc1[p]);
+    }
+}
+
+using FloatMicroFn = void (*)(const float* const*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                              float*);
+template <int... I>
+static constexpr std::array<FloatMicroFn, sizeof...(I)> make_float_micro(std::integer_sequence<int, I...>) {
+    return {&float_micro<I + 1>...};
+}
+static constexpr auto kFloatMicro = make_float_micro(std::make_integer_sequence<int, FP>{});
+
+static void float_conv_impl(const ConvShape& s, const float* x, const float* wblocks, const FloatStage& st,
+                            float* out) {
+    const int64_t nblocks = (s.o + FL - 1) / FL, npix = s.n * s.oh * s.ow, ntiles = (npix + FP - 1) / FP;
+    const int64_t kdim = s.kh * s.kw * s.c;
+    const bool one_run = s.dw == 1;  // a kernel row is then one contiguous run of KW*C floats
+    const int64_t nseg = one_run ? 1 : s.kw, seg_len = one_run ? s.kw * s.c : s.c, seg_step = s.dw * s.c;
+    const int64_t row_step = s.dh * s.w * s.c;
+    parallel_for(ntiles, [&](int64_t tb, int64_t te) {
+        const float* px[FP];
+        alignas(64) float acc[FP * FL];
+        for (int64_t tile = tb; tile < te; ++tile) {
+            const int64_t q0 = tile * FP;
+            const int np = static_cast<int>(std::min<int64_t>(FP, npix - q0));
+            for (int i = 0; i < np; ++i) {
+                const int64_t q = q0 + i, n = q / (s.oh * s.ow), r = q % (s.oh * s.ow);
+                px[i] = x + ((n * s.h + (r / s.ow) * s.sh) * s.w + (r % s.ow) * s.sw) * s.c;
+            }
+            for (int64_t ob = 0; ob < nblocks; ++ob) {
+                kFloatMicro[np - 1](px, s.kh, row_step, nseg, seg_step, seg_len, wblocks + ob * kdim * FL, acc);
+                const int64_t o0 = ob * FL;
+                const int nv = static_cast<int>(std::min<int64_t>(FL, s.o - o0));
+                for (int i = 0; i < np; ++i) {
+                    float* y = acc + i * FL;
+                    for (int v = 0; v < FL; v += VW) {  // same operations, same order as the unfused layers
+                        vfloat z = load_f(y + v);
+                        if (st.bias) z = z + load_f(st.bias + o0 + v);
+                        if (st.scale) z = z * load_f(st.scale + o0 + v);
+                        if (st.shift) z = z + load_f(st.shift + o0 + v);
+                        if (st.slope) {  // std::max(z, 0) + std::min(z, 0) * slope: NaN propagates
+                            const vfloat zero{};
+                            z = (z < zero ? zero : z) + (zero < z ? zero : z) * load_f(st.slope + o0 + v);
+                        }
+                        store_f(y + v, z);
+                    }
+                    std::copy(y, y + nv, out + (q0 + i) * s.o + o0);
+                }
+            }
+        }
+    }, static_cast<double>(nblocks * kdim * FP * FL / VW));
+}
+
+static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl};

@@ -75,8 +75,12 @@ def test_every_isa_gives_the_same_logits(tmp_path):
             results[isa] = packed(x)
     finally:
         _core.set_isa(previous)
+    # The binary layers are exact on every path; the real layers use FMA on AVX2/AVX-512 and
+    # separate multiply and add on the portable path, so only the last bits may differ.
+    reference = results[runtime.supported_isas()[0]]
     for logits in results.values():
-        np.testing.assert_array_equal(logits, results[runtime.supported_isas()[0]])
+        np.testing.assert_allclose(logits, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+        assert (logits.argmax(1) == reference.argmax(1)).all()
 
 
 class Mixed(nn.Module):

@@ -199,3 +199,61 @@ def test_env_var_forces_each_path():
     bad = _core_in_subprocess("sse9")
     assert bad.returncode == 1 and "valid: avx512, avx2, portable" in bad.stderr
     assert ISAS[-1] == "portable" and _core_in_subprocess("auto").stdout.strip() == ISAS[0]
+
+
+FLOAT_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dilation
+    (1, 3, 64, 23, 20, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # a ResNet stem
+    (2, 64, 37, 6, 5, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),    # a shortcut 1×1, odd outputs
+    (1, 17, 33, 9, 11, (5, 3), (2, 1), (1, 2, 0, 3), (1, 1)),
+    (3, 5, 40, 10, 9, (3, 3), (1, 2), (2, 2, 2, 2), (2, 3)),    # dilation: segments of C per tap
+    (1, 1, 1, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", FLOAT_CASES, ids=[f"c{c[1]}o{c[2]}k{c[5][0]}x{c[5][1]}d{c[8][1]}"
+                                                   for c in FLOAT_CASES])
+def test_float_conv_with_epilogue(isa, case):
+    """The real layers' conv (+ bias, folded batch norm, PReLU) against a float64 PyTorch reference."""
+    n, c, o, h, w, k, stride, pad, dil = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((o, c, *k)).astype(np.float32)
+    bias, scale, shift = (rng.standard_normal(o).astype(np.float32) for _ in range(3))
+    slope = (0.25 * rng.standard_normal(o)).astype(np.float32)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    xd = F.pad(torch.from_numpy(x).double(), (pad[2], pad[3], pad[0], pad[1]))
+    conv = F.conv2d(xd, torch.from_numpy(weight).double(), torch.from_numpy(bias).double(), stride, 0, dil)
+    per_channel = lambda v: torch.from_numpy(v).double()[:, None, None]  # noqa: E731
+    affine = conv * per_channel(scale) + per_channel(shift)
+    for kwargs, ref in [({"bias": bias}, conv),
+                        ({"bias": bias, "scale": scale, "shift": shift, "slope": slope},
+                         torch.where(affine > 0, affine, affine * per_channel(slope)))]:
+        got = _core.FloatConv(weight, stride, pad, dil, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
+        ref = ref.numpy()
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_float_conv_bad_input(isa):
+    conv = _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (1, 1), (0, 0, 0, 0), (1, 1))
+    with pytest.raises(ValueError, match="channels"):
+        conv.forward(np.zeros((1, 5, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        conv.forward(np.zeros((1, 2, 2, 3), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        conv.forward(np.zeros((1, 5, 5, 3), np.float64))
+    with pytest.raises(ValueError, match="stride"):
+        _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (0, 1), (0, 0, 0, 0), (1, 1))
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", [
+    (3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (1, 3, 0, 1, True)])
+def test_max_pool_matches_pytorch(kernel, stride, padding, dilation, ceil_mode):
+    from xnorpp.runtime import ops
+
+    x = np.random.default_rng(3).standard_normal((2, 13, 10, 5)).astype(np.float32)
+    x[1, 4, 4, 2] = np.nan  # propagates, as in PyTorch
+    got = ops.max_pool2d(x, (kernel,) * 2, (stride,) * 2, (padding,) * 2, (dilation,) * 2, ceil_mode)
+    ref = F.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), kernel, stride, padding, dilation,
+                       ceil_mode=ceil_mode).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, ref)

@@ -123,14 +123,28 @@ class PackedModel:
                     and users[0]["op"] == "binary_conv2d" and users[0]["attrs"].get("groups", 1) == 1
                     and not users[0]["attrs"].get("magnitude") and node["name"] != self.output_name):
                 packed_to[node["name"]] = users[0]
-        # Batch norm -> only a PReLU/ReLU: one pass (same arithmetic, one array less).
-        self._bn_act: dict[str, dict] = {}
-        for node in nodes:
+        def only_user(node: dict, ops_: tuple[str, ...]) -> dict | None:
             users = consumers.get(node["name"], [])
-            if (node["op"] == "batch_norm" and len(users) == 1 and users[0]["op"] in ("prelu", "relu")
-                    and node["name"] != self.output_name):
-                self._bn_act[node["name"]] = users[0]
-        fused_acts = {id(act) for act in self._bn_act.values()}
+            if len(users) == 1 and users[0]["op"] in ops_ and node["name"] != self.output_name:
+                return users[0]
+            return None
+
+        # Real conv -> batch norm -> PReLU/ReLU, each the only user of the one before: all in the
+        # conv's epilogue. Batch norm -> PReLU/ReLU elsewhere: one pass. Same arithmetic, fewer arrays.
+        self._conv_tail: dict[str, tuple[dict | None, dict | None]] = {}
+        self._bn_act: dict[str, dict] = {}
+        absorbed: set[int] = set()
+        for node in nodes:
+            if node["op"] == "conv2d" and node["attrs"].get("groups") == 1:
+                bn = only_user(node, ("batch_norm",))
+                act = only_user(bn or node, ("prelu", "relu"))
+                self._conv_tail[node["name"]] = (bn, act)
+                absorbed.update(id(n) for n in (bn, act) if n is not None)
+        for node in nodes:
+            act = only_user(node, ("prelu", "relu")) if node["op"] == "batch_norm" else None
+            if act is not None and id(node) not in absorbed:
+                self._bn_act[node["name"]] = act
+                absorbed.add(id(act))
         last_use = {}
         for idx, node in enumerate(nodes):
             for i in node["inputs"]:
@@ -138,7 +152,7 @@ class PackedModel:
         steps = []
         for idx, node in enumerate(nodes):
             try:
-                if id(node) in fused_acts:
+                if id(node) in absorbed:
                     fn = _identity
                 else:
                     fn = self._compile(node, packed_to.get(node["name"]),
@@ -152,6 +166,16 @@ class PackedModel:
             steps.append((node, fn, free))
         return steps
 
+    def _activation_slope(self, act: dict | None, channels: int) -> np.ndarray | None:
+        """Per-channel PReLU slope of a fused activation node (zeros for ReLU; None without one)."""
+        if act is None:
+            return None
+        slope = self._param(act, "slope") if act["op"] == "prelu" else np.zeros(1, np.float32)
+        if slope.size not in (1, channels):
+            raise ModelFormatError(f"{self._where}: node {act['name']!r}: {slope.size} PReLU slopes for "
+                                   f"{channels} channels")
+        return np.ascontiguousarray(np.broadcast_to(slope.reshape(-1), (channels,)), dtype=np.float32)
+
     def _compile(self, node: dict, pack_for: dict | None, packed_in: bool):
         op, a = node["op"], node["attrs"]
         p = lambda key, **kw: self._param(node, key, **kw)  # noqa: E731
@@ -163,7 +187,14 @@ class PackedModel:
             if w.ndim != 4 or w.shape[1] * groups != ints("in_channels") or w.shape[0] % groups:
                 raise ModelFormatError(f"{self._where}: conv2d {node['name']!r}: weight shape {w.shape} does not "
                                        f"match in_channels={a['in_channels']}, groups={groups}")
-            return lambda x: ops.conv2d(x, w, b, stride, padding, dilation, groups)
+            if groups != 1:
+                return lambda x: ops.conv2d(x, w, b, stride, padding, dilation, groups)
+            bn, act = self._conv_tail[node["name"]]
+            conv = _core.FloatConv(w, stride, padding, dilation, bias=b,
+                                   scale=self._param(bn, "scale", shape=(w.shape[0],)) if bn else None,
+                                   shift=self._param(bn, "shift", shape=(w.shape[0],)) if bn else None,
+                                   slope=self._activation_slope(act, w.shape[0]))
+            return conv.forward
         if op == "linear":
             w, b = p("weight"), p("bias", required=False)
             wt = np.ascontiguousarray(w.T)
@@ -172,8 +203,7 @@ class PackedModel:
             mul, add = p("scale"), p("shift")
             act = self._bn_act.get(node["name"])
             if act is not None:  # fused with the activation that follows
-                slope = (self._param(act, "slope") if act["op"] == "prelu" else np.zeros(1, np.float32))
-                slope = np.ascontiguousarray(np.broadcast_to(slope, mul.shape), dtype=np.float32)
+                slope = self._activation_slope(act, mul.shape[0])
                 return lambda x: ops.channel_affine(x, mul, add, slope)
             return lambda x: ops.channel_affine(x, mul, add)
         if op == "prelu":

@@ -1,9 +1,11 @@
-"""Real-valued (float32) layers of the packed runtime in numpy, NHWC layout.
+"""Real-valued (float32) layers of the packed runtime, NHWC layout.
 
 The first conv, the downsample shortcuts, pooling, batch norm and the classifier stay
-real in a binary network; they run here with numpy's BLAS (im2col + matmul). Each
-function reproduces the PyTorch layer of the same name (its padding, ceil_mode and
-count_include_pad rules) on ``(N, H, W, C)`` arrays.
+real in a binary network. Convolutions with groups = 1 run in the compiled core
+(``_core.FloatConv``, built by :mod:`.model`); the functions here cover the rest with
+numpy (grouped convs by im2col + BLAS) or thin calls into the core (max pooling, the
+per-channel affine). Each reproduces the PyTorch layer of the same name (its padding,
+ceil_mode and count_include_pad rules) on ``(N, H, W, C)`` arrays.
 """
 
 from __future__ import annotations
@@ -94,15 +96,12 @@ def _pool_out(length, k, s, p, d, ceil_mode):
 
 
 def max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) -> np.ndarray:
+    """PyTorch's max_pool2d (-inf padding, ceil_mode rule) in the compiled core."""
+    from .. import _core
+
     oh = _pool_out(x.shape[1], kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = _pool_out(x.shape[2], kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-    extra = (max(0, (oh - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1 - x.shape[1] - 2 * padding[0]),
-             max(0, (ow - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 - x.shape[2] - 2 * padding[1]))
-    xp = _pad(x, (padding[0], padding[0], padding[1], padding[1]), -np.inf, extra)
-    out = None
-    for _, _, view in _taps(xp, kernel, stride, dilation, (oh, ow)):
-        out = view.copy() if out is None else np.maximum(out, view)
-    return out
+    return _core.max_pool2d(np.ascontiguousarray(x, dtype=np.float32), kernel, stride, padding, dilation, (oh, ow))
 
 
 def avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad) -> np.ndarray:
