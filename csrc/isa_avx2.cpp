@@ -88,10 +88,12 @@ static inline bool pack_word(const float* x, int count, const float* mul, const 
     return nan != 0;
 }
 
-static inline uint32_t lanes_to_bits(const float* z, int n) {
-    uint32_t bits = 0;
-    for (int l = 0; l < n; ++l) bits |= static_cast<uint32_t>(z[l] < 0.0f) << l;
-    return bits;
+static inline uint32_t lanes_to_bits(const float* z, int n) {  // z holds L = 16 lanes, n of them valid
+    const __m256 zero = _mm256_setzero_ps();
+    const uint32_t bits = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z), zero, _CMP_LT_OQ))) |
+                          static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + 8), zero,
+                                                                                 _CMP_LT_OQ))) << 8;
+    return n >= 32 ? bits : bits & ((1u << n) - 1u);
 }
 
 // Words per tap unrolled at compile time (helps the 2-word layers of ResNet's first stage).
