@@ -312,8 +312,9 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
                     for (int64_t kx = 0; kx < kernel[1]; ++kx) {
                         const int64_t ix = ox * stride[1] - padding[1] + kx * dilation[1];
                         if (ix < 0 || ix >= w) continue;
-                        const float* v = xd + ((b * h + iy) * w + ix) * c;
-                        for (int64_t j = 0; j < c; ++j) m[j] = (v[j] > m[j] || v[j] != v[j]) ? v[j] : m[j];
+                        const float* __restrict v = xd + ((b * h + iy) * w + ix) * c;
+                        float* __restrict mm = m;
+                        for (int64_t j = 0; j < c; ++j) mm[j] = ((v[j] > mm[j]) | (v[j] != v[j])) ? v[j] : mm[j];
                     }
                 }
             }
