@@ -195,10 +195,13 @@ class PackedModel:
                                    shift=self._param(bn, "shift", shape=(w.shape[0],)) if bn else None,
                                    slope=self._activation_slope(act, w.shape[0]))
             return conv.forward
-        if op == "linear":
+        if op == "linear":  # a 1×1 FloatConv: no BLAS threads left spinning against the kernel pool
             w, b = p("weight"), p("bias", required=False)
-            wt = np.ascontiguousarray(w.T)
-            return (lambda x: x @ wt + b) if b is not None else (lambda x: x @ wt)
+            if w.ndim != 2:
+                raise ModelFormatError(f"{self._where}: linear {node['name']!r}: weight of shape {w.shape}")
+            conv = _core.FloatConv(np.ascontiguousarray(w[:, :, None, None]), bias=b)
+            return lambda x: conv.forward(np.ascontiguousarray(x).reshape(x.shape[0], 1, 1, -1)).reshape(
+                x.shape[0], -1)
         if op == "batch_norm":
             mul, add = p("scale"), p("shift")
             act = self._bn_act.get(node["name"])
