@@ -189,6 +189,21 @@ std::array<int64_t, 2> conv_output_size(int64_t h, int64_t w, int64_t kh, int64_
             len(w, kw, stride[1], padding[2], padding[3], dilation[1])};
 }
 
+ConvShape conv_shape(int64_t n, int64_t c, int64_t o, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
+                     std::array<int64_t, 2> dilation) {
+    ConvShape s;
+    s.n = n;
+    s.c = c;
+    s.o = o;
+    s.kh = kh;
+    s.kw = kw;
+    s.sh = stride[0];
+    s.sw = stride[1];
+    s.dh = dilation[0];
+    s.dw = dilation[1];
+    return s;
+}
+
 void check_geometry(const char* what, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
                     std::array<int64_t, 2> dilation) {
     if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1)
@@ -237,16 +252,7 @@ public:
         if (int64_t(x.shape(3)) != c_)
             throw std::invalid_argument("FloatConv.forward: x has " + std::to_string(x.shape(3)) +
                                         " channels (last axis of NHWC), expected " + std::to_string(c_));
-        ConvShape s;
-        s.n = x.shape(0);
-        s.c = c_;
-        s.o = o_;
-        s.kh = kh_;
-        s.kw = kw_;
-        s.sh = stride_[0];
-        s.sw = stride_[1];
-        s.dh = dilation_[0];
-        s.dw = dilation_[1];
+        ConvShape s = conv_shape(x.shape(0), c_, o_, kh_, kw_, stride_, dilation_);
         const int64_t h = x.shape(1), w = x.shape(2);
         const auto osz = conv_output_size(h, w, kh_, kw_, stride_, padding_, dilation_);
         s.oh = osz[0];
@@ -380,18 +386,9 @@ public:
 
     nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {
         const uint32_t* xd = checked<uint32_t>(x, "BinaryConv.forward: x", {2, 4});
-        ConvShape s;
-        s.n = x.shape(0);
+        ConvShape s = conv_shape(x.shape(0), c_, o_, kh_, kw_, stride_, dilation_);
         s.h = x.ndim() == 4 ? x.shape(1) : 1;
         s.w = x.ndim() == 4 ? x.shape(2) : 1;
-        s.c = c_;
-        s.o = o_;
-        s.kh = kh_;
-        s.kw = kw_;
-        s.sh = stride_[0];
-        s.sw = stride_[1];
-        s.dh = dilation_[0];
-        s.dw = dilation_[1];
         s.pt = padding_[0];
         s.pl = padding_[2];
         s.groups = groups_;
