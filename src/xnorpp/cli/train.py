@@ -13,8 +13,7 @@ def register(subparsers) -> None:
         description="Train a model with a named recipe. Every run gets a folder with config.json, metrics.csv, "
                     "tb/ (TensorBoard), checkpoint.pt (each epoch), model.pt and result.json. "
                     "Distributed: torchrun --nproc-per-node N -m xnorpp train ... (gloo on CPU, NCCL on GPU). "
-                    "Options left out take the recipe's value.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Options left out take the recipe's value (see --list).")
     p.add_argument("--model", default=None, help="model name (default fmnist-net; see --list)")
     p.add_argument("--dataset", default=None, help="data set (default fashion-mnist; see --list)")
     p.add_argument("--scaling", default=None, help="scaling of the binary layers (default gamma-o-h-w)")
@@ -83,7 +82,8 @@ def print_lists() -> None:
         print(f"  {d.name:<14} {d.description}")
     print("recipes:")
     for r in RECIPES.values():
-        print(f"  {r.name:<14} {r.description}")
+        print(f"  {r.name:<14} {r.description} [defaults: {r.epochs} epochs, batch {r.batch_size}, lr {r.lr:g}, "
+              f"weight decay {r.weight_decay:g}]")
     print("scalings: " + ", ".join(SCALINGS))
 
 
