@@ -133,10 +133,11 @@ nb::ndarray<nb::numpy, uint32_t> pack(const InArray& x, const std::string& layou
     return result;
 }
 
-// Per-channel (last axis) y = x*scale + shift, then PReLU y > 0 ? y : y*slope: batch norm and
-// PReLU of the real layers in one pass, rounding like numpy's separate operations.
+// Per-channel (last axis) y = x*scale + shift, then PReLU y > 0 ? y : y*slope or ReLU: batch norm
+// and the activation of the real layers in one pass, rounding like numpy's separate operations.
 nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::optional<InArray>& scale,
-                                             const std::optional<InArray>& shift, const std::optional<InArray>& slope) {
+                                             const std::optional<InArray>& shift, const std::optional<InArray>& slope,
+                                             bool relu) {
     const float* data = checked<float>(x, "channel_affine: x", {1, 2, 3, 4});
     const size_t c = x.shape(x.ndim() - 1), n = x.size() / std::max<size_t>(c, 1);
     std::vector<float> m = optional_vector(scale, "channel_affine: scale", c),
@@ -160,6 +161,7 @@ nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::option
                 // Branch-free PReLU (random signs would mispredict a branch half the time); same values as
                 // x > 0 ? x : x*slope, NaN propagated.
                 if (ps) for (size_t j = 0; j < c; ++j) yi[j] = std::max(yi[j], 0.0f) + std::min(yi[j], 0.0f) * ps[j];
+                else if (relu) for (size_t j = 0; j < c; ++j) yi[j] = std::max(yi[j], 0.0f);  // -inf -> 0, NaN kept
             }
         }, static_cast<double>(c) / 4);
     }
@@ -204,12 +206,16 @@ ConvShape conv_shape(int64_t n, int64_t c, int64_t o, int64_t kh, int64_t kw, st
     return s;
 }
 
+// Bounds that keep every size product far from int64 overflow.
+constexpr int64_t kMaxGeometry = int64_t(1) << 24;
+
 void check_geometry(const char* what, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
                     std::array<int64_t, 2> dilation) {
-    if (stride[0] < 1 || stride[1] < 1 || dilation[0] < 1 || dilation[1] < 1)
-        throw std::invalid_argument(std::string(what) + ": stride and dilation must be >= 1");
+    for (auto v : {stride[0], stride[1], dilation[0], dilation[1]})
+        if (v < 1 || v > kMaxGeometry)
+            throw std::invalid_argument(std::string(what) + ": stride and dilation must be in [1, 2^24]");
     for (auto p : padding)
-        if (p < 0) throw std::invalid_argument(std::string(what) + ": padding must be >= 0");
+        if (p < 0 || p > kMaxGeometry) throw std::invalid_argument(std::string(what) + ": padding must be in [0, 2^24]");
 }
 
 const IsaKernels* kernels_for(const char* what, const std::optional<std::string>& isa) {
@@ -221,20 +227,20 @@ const IsaKernels* kernels_for(const char* what, const std::optional<std::string>
 }
 
 // A real (float32) convolution, groups 1, on NHWC arrays, with its epilogue fused: bias, a
-// folded batch norm (scale, shift) and PReLU (slope; zeros give ReLU).
+// folded batch norm (scale, shift) and PReLU (slope) or ReLU.
 class FloatConv {
 public:
     FloatConv(const InArray& weight, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
               std::array<int64_t, 2> dilation, const std::optional<InArray>& bias, const std::optional<InArray>& scale,
-              const std::optional<InArray>& shift, const std::optional<InArray>& slope,
+              const std::optional<InArray>& shift, const std::optional<InArray>& slope, bool relu,
               const std::optional<std::string>& isa)
-        : stride_(stride), padding_(padding), dilation_(dilation) {
+        : stride_(stride), padding_(padding), dilation_(dilation), relu_(relu) {
         const float* w = checked<float>(weight, "FloatConv: weight", {4});
         o_ = weight.shape(0);
         c_ = weight.shape(1);
         kh_ = weight.shape(2);
         kw_ = weight.shape(3);
-        if (o_ < 1 || c_ < 1 || kh_ < 1 || kw_ < 1)
+        if (o_ < 1 || c_ < 1 || kh_ < 1 || kw_ < 1 || kh_ > kMaxGeometry || kw_ > kMaxGeometry)
             throw std::invalid_argument("FloatConv: weight must have a non-zero shape (O, C, KH, KW)");
         check_geometry("FloatConv", stride, padding, dilation);
         kernels_ = kernels_for("FloatConv", isa);
@@ -259,12 +265,12 @@ public:
         s.ow = osz[1];
         if (s.oh < 1 || s.ow < 1)
             throw std::invalid_argument("FloatConv.forward: input " + std::to_string(h) + "x" + std::to_string(w) +
-                                        " is smaller than the kernel span");
+                                        " (plus padding) is smaller than the kernel span");
         s.h = h + padding_[0] + padding_[1];
         s.w = w + padding_[2] + padding_[3];
         float* out;
         auto result = new_array<float>({size_t(s.n), size_t(s.oh), size_t(s.ow), size_t(o_)}, &out);
-        FloatStage st{ptr_or_null(bias_), ptr_or_null(scale_), ptr_or_null(shift_), ptr_or_null(slope_)};
+        FloatStage st{ptr_or_null(bias_), ptr_or_null(scale_), ptr_or_null(shift_), ptr_or_null(slope_), relu_};
         {
             nb::gil_scoped_release release;
             std::vector<float> padded;
@@ -290,6 +296,7 @@ private:
     int64_t o_, c_, kh_, kw_;
     const IsaKernels* kernels_;
     std::vector<float> blocks_, bias_, scale_, shift_, slope_;
+    bool relu_;
 };
 
 // Max pooling on NHWC floats with the window geometry of PyTorch; the caller gives the output
@@ -299,8 +306,11 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
                                          std::array<int64_t, 2> out_size) {
     const float* xd = checked<float>(x, "max_pool2d: x", {4});
     check_geometry("max_pool2d", stride, {padding[0], padding[0], padding[1], padding[1]}, dilation);
-    if (kernel[0] < 1 || kernel[1] < 1 || out_size[0] < 1 || out_size[1] < 1)
-        throw std::invalid_argument("max_pool2d: kernel and output size must be >= 1");
+    if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
+        throw std::invalid_argument("max_pool2d: kernel must be in [1, 2^24]");
+    if (out_size[0] < 1 || out_size[1] < 1)
+        throw std::invalid_argument("max_pool2d: input " + std::to_string(x.shape(1)) + "x" +
+                                    std::to_string(x.shape(2)) + " is smaller than the pooling window");
     const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
     float* out;
     auto result = new_array<float>({size_t(n), size_t(oh), size_t(ow), size_t(c)}, &out);
@@ -405,7 +415,7 @@ public:
         s.ow = osz[1];
         if (s.oh < 1 || s.ow < 1)
             throw std::invalid_argument("BinaryConv.forward: input " + std::to_string(s.h) + "x" + std::to_string(s.w) +
-                                        " is smaller than the kernel span");
+                                        " (plus padding) is smaller than the kernel span");
         Stage st;
         st.scale_o = ptr_or_null(scale_);
         st.bias = ptr_or_null(bias_);
@@ -497,8 +507,8 @@ NB_MODULE(_core, m) {
           "Pack float32 activations (N,H,W,C), (N,C,H,W) with layout='nchw', or (N,C) into uint32 words "
           "(NHWC, LSB-first, bit 1 <=> value < 0); value = x*scale + shift per channel when given.");
     m.def("channel_affine", &channel_affine, nb::arg("x"), nb::arg("scale") = nb::none(),
-          nb::arg("shift") = nb::none(), nb::arg("slope") = nb::none(),
-          "float32 x (..., C): y = x*scale + shift per channel, then PReLU with slope (each optional).");
+          nb::arg("shift") = nb::none(), nb::arg("slope") = nb::none(), nb::arg("relu") = false,
+          "float32 x (..., C): y = x*scale + shift per channel, then PReLU with slope or ReLU (each optional).");
     m.def("pack_weights", &pack_weights, nb::arg("w"),
           "Pack float32 weights (O, C/groups, KH, KW) or (O, C) into uint32 words (O, KH, KW, words).");
     nb::class_<BinaryConv>(m, "BinaryConv")
@@ -523,13 +533,13 @@ NB_MODULE(_core, m) {
     nb::class_<FloatConv>(m, "FloatConv")
         .def(nb::init<const InArray&, std::array<int64_t, 2>, std::array<int64_t, 4>, std::array<int64_t, 2>,
                       const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
-                      const std::optional<InArray>&, const std::optional<std::string>&>(),
+                      const std::optional<InArray>&, bool, const std::optional<std::string>&>(),
              nb::arg("weight"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
              nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0}, nb::arg("dilation") = std::array<int64_t, 2>{1, 1},
              nb::arg("bias") = nb::none(), nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
-             nb::arg("slope") = nb::none(), nb::arg("isa") = nb::none(),
+             nb::arg("slope") = nb::none(), nb::arg("relu") = false, nb::arg("isa") = nb::none(),
              "Float32 convolution (groups 1) on NHWC input, weight (O, C, KH, KW) as in PyTorch; padding is (top, "
-             "bottom, left, right). Epilogue: + bias, * scale + shift, PReLU(slope).")
+             "bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
         .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
         .def_prop_ro("isa", &FloatConv::isa);
     m.def("max_pool2d", &max_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),

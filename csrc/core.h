@@ -55,13 +55,14 @@ struct Stage {
 };
 
 // The real (float) convolution's fused epilogue: y = acc + bias, y = y*scale + shift (a folded
-// batch norm), then PReLU y = max(y, 0) + min(y, 0)*slope. Arrays hold the output channels
-// rounded up to the kernel's float_lanes, zero padded.
+// batch norm), then PReLU y = max(y, 0) + min(y, 0)*slope, or ReLU y = max(y, 0). Arrays hold
+// the output channels rounded up to the kernel's float_lanes, zero padded.
 struct FloatStage {
     const float* bias = nullptr;
     const float* scale = nullptr;
     const float* shift = nullptr;
     const float* slope = nullptr;
+    bool relu = false;  // used when slope is null
 };
 
 struct IsaKernels {

@@ -93,7 +93,7 @@ static inline uint32_t lanes_to_bits(const float* z, int n) {  // z holds L = 16
     const uint32_t bits = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z), zero, _CMP_LT_OQ))) |
                           static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + 8), zero,
                                                                                  _CMP_LT_OQ))) << 8;
-    return n >= 32 ? bits : bits & ((1u << n) - 1u);
+    return bits & ((1u << n) - 1u);  // n <= L = 16
 }
 
 // Words per tap unrolled at compile time (helps the 2-word layers of ResNet's first stage).

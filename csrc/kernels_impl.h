@@ -178,9 +178,10 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
 constexpr int FL = 2 * VW;
 constexpr int FP = VBYTES == 64 ? 12 : 6;
 
-static inline vfloat splat(float v) {  // one broadcast: v - 0 is exact, so the compiler drops it
-    return v - vfloat{};               // (v + 0 is not: -0 + 0 = +0, so an add would stay)
-}
+// All lanes = v, as one broadcast instruction. (Scalar - vector broadcasts the scalar; v - 0 is
+// exactly v for every float, so the compiler drops the subtraction. A loop filling the lanes
+// compiled to a chain of inserts, and v + 0 keeps an add because -0 + 0 = +0.)
+static inline vfloat splat(float v) { return v - vfloat{}; }
 
 static inline vfloat fmadd(vfloat a, vfloat b, vfloat c) {
 #if VBYTES == 64 && defined(__AVX512F__)
@@ -256,10 +257,11 @@ static void float_conv_impl(const ConvShape& s, const float* x, const float* wbl
                         if (st.bias) z = z + load_f(st.bias + o0 + v);
                         if (st.scale) z = z * load_f(st.scale + o0 + v);
                         if (st.shift) z = z + load_f(st.shift + o0 + v);
-                        if (st.slope) {  // std::max(z, 0) + std::min(z, 0) * slope: NaN propagates
-                            const vfloat zero{};
+                        const vfloat zero{};
+                        if (st.slope)  // std::max(z, 0) + std::min(z, 0) * slope: NaN propagates
                             z = (z < zero ? zero : z) + (zero < z ? zero : z) * load_f(st.slope + o0 + v);
-                        }
+                        else if (st.relu)  // std::max(z, 0): -inf gives 0, NaN propagates
+                            z = z < zero ? zero : z;
                         store_f(y + v, z);
                     }
                     std::copy(y, y + nv, out + (q0 + i) * s.o + o0);

@@ -118,6 +118,30 @@ def test_mixed_layers(linear_scaling, tmp_path):
     _compare(model, x, tmp_path / "m.xnor")
 
 
+class RealTails(nn.Module):
+    """Real convs whose batch norm / activation may or may not be fused into the conv's epilogue."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)  # conv -> bn -> relu, bn used twice
+        self.c2, self.bn2 = nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8)  # conv -> bn -> prelu (per channel)
+        self.act2 = nn.PReLU(8)
+        self.c3 = nn.Conv2d(8, 8, 3, stride=2, dilation=2, padding=2)           # conv -> relu, no bn
+        self.c4, self.bn4 = nn.Conv2d(8, 5, 1), nn.BatchNorm2d(5)              # the graph's output is a bn
+
+    def forward(self, x):
+        y = self.bn1(self.c1(x))
+        x = torch.relu(y) + y
+        x = torch.relu(self.c3(self.act2(self.bn2(self.c2(x)))))
+        return self.bn4(self.c4(x))  # (N, 5, H, W) maps
+
+
+def test_real_conv_epilogue_fusion(tmp_path):
+    model = _randomize(RealTails(), 5)
+    x = np.random.default_rng(4).standard_normal((6, 3, 9, 9)).astype(np.float32)
+    _compare(model, x, tmp_path / "t.xnor")
+
+
 def test_float16_real_layers(tmp_path):
     model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o", input_size=(28, 28), width=16), 4)
     x = np.random.default_rng(3).standard_normal((8, 1, 28, 28)).astype(np.float32)
@@ -197,3 +221,12 @@ def test_cli_export_from_training_checkpoint(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path / "nothing"), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "xnorpp export:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_wide_binary_linear(tmp_path):
+    """Channel counts have no small upper bound: 131 072 inputs to a binary linear layer."""
+    model = _randomize(nn.Sequential(nn.Flatten(), BinaryLinear(8 * 128 * 128, 3, scaling="gamma-o")), 6)
+    x = np.random.default_rng(5).standard_normal((2, 8, 128, 128)).astype(np.float32)
+    with pytest.raises(ExportError, match="in_channels"):
+        export_model(model, tmp_path / "unknown.xnor", input_size=(128, 128))
+    _compare(model, x, tmp_path / "wide.xnor", in_channels=8)

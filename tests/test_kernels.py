@@ -225,13 +225,30 @@ def test_float_conv_with_epilogue(isa, case):
     conv = F.conv2d(xd, torch.from_numpy(weight).double(), torch.from_numpy(bias).double(), stride, 0, dil)
     per_channel = lambda v: torch.from_numpy(v).double()[:, None, None]  # noqa: E731
     affine = conv * per_channel(scale) + per_channel(shift)
-    for kwargs, ref in [({"bias": bias}, conv),
+    plain = conv - per_channel(bias)
+    for kwargs, ref in [({}, plain),
+                        ({"bias": bias}, conv),
+                        ({"scale": scale, "shift": shift}, plain * per_channel(scale) + per_channel(shift)),
+                        ({"bias": bias, "scale": scale, "shift": shift, "relu": True}, affine.clamp(min=0)),
                         ({"bias": bias, "scale": scale, "shift": shift, "slope": slope},
                          torch.where(affine > 0, affine, affine * per_channel(slope)))]:
         got = _core.FloatConv(weight, stride, pad, dil, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
         ref = ref.numpy()
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_fused_relu_and_prelu_on_extremes(isa):
+    """ReLU maps -inf to 0 (PyTorch's relu), NaN propagates; the fused PReLU keeps x*slope."""
+    values = np.array([-np.inf, np.nan, -2.0, 3.0, np.inf], np.float32)
+    x = values.reshape(1, 1, 5, 1)  # NHWC: 5 pixels of one channel, a 1×1 conv of weight 1
+    one = np.ones((1, 1, 1, 1), np.float32)
+    relu = _core.FloatConv(one, relu=True).forward(x).reshape(-1)
+    np.testing.assert_array_equal(relu, F.relu(torch.from_numpy(values)).numpy())
+    prelu = _core.FloatConv(one, slope=np.full(1, 0.25, np.float32)).forward(x).reshape(-1)
+    np.testing.assert_array_equal(prelu, F.prelu(torch.from_numpy(values), torch.tensor([0.25])).numpy())
+    affine = _core.channel_affine(values.reshape(5, 1), None, None, None, True).reshape(-1)
+    np.testing.assert_array_equal(affine, relu)
 
 
 def test_float_conv_bad_input(isa):

@@ -88,6 +88,18 @@ def test_newer_format_version_and_other_files(packed_path, tmp_path):
         runtime.load(other)
     with pytest.raises(FileNotFoundError):
         runtime.load(tmp_path / "missing.xnor")
+    flipped = packed_path.read_bytes().replace(b'"format_version":"1"', b'"format_version":"3"', 1)
+    assert flipped != packed_path.read_bytes()
+    (tmp_path / "flipped.xnor").write_bytes(flipped)  # one bit: '1' -> '3'; the checksum no longer matches
+    with pytest.raises(ModelFormatError, match="newer.*or the file is corrupted"):
+        runtime.load(tmp_path / "flipped.xnor")
+    blob = packed_path.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    meta = json.loads(blob[8:8 + n])["__metadata__"]
+    old_style = _rewrite_metadata(blob, sha256=None, data_sha256=meta["sha256"])
+    (tmp_path / "old.xnor").write_bytes(old_style)
+    with pytest.raises(ModelFormatError, match="development version of xnorpp: export it again"):
+        runtime.load(tmp_path / "old.xnor")
     graph, tensors = read_model(packed_path)
     edited = tmp_path / "edited.xnor"
     edited.write_bytes(_rewrite_metadata(packed_path.read_bytes(), graph=json.dumps(graph, indent=1)))

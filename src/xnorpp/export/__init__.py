@@ -38,12 +38,13 @@ def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
 
 
 def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
-                 real_dtype: str = "float32", *, dataset: str | None = None) -> Path:
+                 real_dtype: str = "float32", *, dataset: str | None = None, in_channels: int | None = None) -> Path:
     """Write ``model_or_checkpoint`` (an ``nn.Module``, a checkpoint/model.pt or a run folder) to ``path``.
 
     ``input_size`` (h, w) is recorded so the runtime refuses other sizes (needed anyway by spatial
     Γ shapes); ``dataset`` records the input normalization of a known data set for ``xnorpp run``.
-    Returns the path written (atomically).
+    ``in_channels`` is read from the first conv or linear layer; give it (or ``dataset``) for a
+    model that flattens its input first. Returns the path written (atomically).
     """
     model, config = _load(model_or_checkpoint)
     was_training = model.training
@@ -62,6 +63,18 @@ def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple
             pass
     if input_size is not None:
         graph["input"]["size"] = [int(input_size[0]), int(input_size[1])]
+    if in_channels is not None:
+        graph["input"]["channels"] = int(in_channels)
+    elif graph["input"]["channels"] is None and dataset:
+        try:
+            from ..data import dataset_info
+
+            graph["input"]["channels"] = dataset_info(dataset).in_channels
+        except ValueError:
+            pass
+    if graph["input"]["channels"] is None:
+        raise ExportError("the model flattens its input before its first conv or linear layer, so the input "
+                          "channels are unknown: pass in_channels= (or dataset=)")
     if dataset:
         try:
             from ..data import dataset_info

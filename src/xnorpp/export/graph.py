@@ -63,7 +63,8 @@ class _Builder:
         self.nodes: list[dict] = []
         self.tensors: dict[str, np.ndarray] = {}
         self.names: dict[fx.Node, str | None] = {}
-        self.in_channels: int | None = None
+        self.in_channels: int | None = None  # from the first conv/linear, unless a flatten came before it
+        self.flattened_first = False
 
     def add(self, name: str, op: str, inputs: list[str], attrs: dict | None = None, **params) -> str:
         refs = {}
@@ -73,6 +74,8 @@ class _Builder:
             refs[key] = f"{name}.{key}"
             self.tensors[refs[key]] = value
         self.nodes.append({"name": name, "op": op, "inputs": inputs, "attrs": attrs or {}, "params": refs})
+        if op == "flatten" and self.in_channels is None:
+            self.flattened_first = True  # the first layer's input features are no longer the image's channels
         return name
 
     def value(self, arg, where: str) -> str:
@@ -138,7 +141,7 @@ class _Builder:
                           + ", ".join(t.__name__ for t in SUPPORTED_MODULES))
 
     def _first_channels(self, c: int) -> None:
-        if self.in_channels is None:
+        if self.in_channels is None and not self.flattened_first:
             self.in_channels = int(c)
 
     def binary(self, name: str, x: str, m: BinaryLayer, qual: str) -> str:
@@ -295,7 +298,7 @@ def trace(model: nn.Module, real_dtype: str = "float32") -> tuple[dict, dict[str
             b.names[node] = b.method(node)
         elif node.op == "output":
             output = b.value(node.args[0], "model output")
-    if b.in_channels is None:
+    if b.in_channels is None and not b.flattened_first:
         raise ExportError("the model has no conv or linear layer")
     nodes, output = fuse(b.nodes, b.tensors, output)
     used = {ref for n in nodes for ref in n["params"].values()}

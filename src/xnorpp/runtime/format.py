@@ -53,7 +53,10 @@ def _header_length(blob: bytes) -> int:
 def _file_digest(blob: bytes, header_len: int, recorded: str) -> str:
     """SHA-256 of ``blob`` with the recorded digest in its header replaced by zeros."""
     header = blob[8:8 + header_len].replace(f'"{recorded}"'.encode(), f'"{_UNSET_DIGEST}"'.encode(), 1)
-    return hashlib.sha256(blob[:8] + header + blob[8 + header_len:]).hexdigest()
+    digest = hashlib.sha256(memoryview(blob)[:8])
+    digest.update(header)
+    digest.update(memoryview(blob)[8 + header_len:])
+    return digest.hexdigest()
 
 
 def write_model(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndarray]) -> Path:
@@ -99,16 +102,21 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         version = int(meta.get("format_version", ""))
     except ValueError:
         raise ModelFormatError(f"{where}: corrupted format_version {meta.get('format_version')!r}") from None
-    if version > FORMAT_VERSION:
+    recorded = meta.get("sha256")
+    well_formed = isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{64}", recorded) is not None
+    intact = well_formed and _file_digest(blob, header_len, recorded) == recorded
+    if version > FORMAT_VERSION:  # a newer writer may checksum differently: name both possibilities
         raise ModelFormatError(f"{where}: format version {version} is newer than this runtime reads "
-                               f"(up to {FORMAT_VERSION}); upgrade xnorpp")
+                               f"(up to {FORMAT_VERSION}); upgrade xnorpp"
+                               + ("" if intact else " (or the file is corrupted: its checksum does not match)"))
+    if not well_formed:
+        hint = (" (written by a development version of xnorpp: export it again)" if "data_sha256" in meta
+                else "")
+        raise ModelFormatError(f"{where}: missing or corrupted checksum (metadata sha256){hint}")
+    if not intact:
+        raise ModelFormatError(f"{where}: checksum mismatch: the file is truncated or corrupted")
     if version < 1:
         raise ModelFormatError(f"{where}: invalid format version {version}")
-    recorded = meta.get("sha256")
-    if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
-        raise ModelFormatError(f"{where}: missing or corrupted checksum (metadata sha256)")
-    if _file_digest(blob, header_len, recorded) != recorded:
-        raise ModelFormatError(f"{where}: checksum mismatch: the file is truncated or corrupted")
     try:
         graph = json.loads(meta["graph"])
     except (KeyError, TypeError, json.JSONDecodeError) as err:

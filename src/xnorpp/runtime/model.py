@@ -14,6 +14,7 @@ Ops: ``conv2d``, ``binary_conv2d``, ``linear``, ``binary_linear``, ``batch_norm`
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ OPS = ("conv2d", "binary_conv2d", "linear", "binary_linear", "batch_norm", "prel
        "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "add", "identity")
 
 
-_MAX_GEOMETRY = 1 << 16  # bound on sizes, strides, paddings read from a file: no absurd allocations
+_MAX_GEOMETRY = 1 << 16  # bound on kernel sizes, strides, dilations and paddings read from a file
 
 
 def _identity(x):
@@ -81,16 +82,22 @@ class PackedModel:
             raise ModelFormatError(f"{self._where}: tensor {ref!r} holds non-finite values")
         return np.ascontiguousarray(t)
 
-    def _ints(self, node: dict, key: str, count: int | None = None, minimum: int = 1) -> tuple[int, ...] | int:
-        """Attribute ``key`` as ``count`` integers (or one integer if ``count`` is None) in [minimum, 2**16]."""
+    def _ints(self, node: dict, key: str, count: int | None = None, minimum: int = 1,
+              maximum: float = _MAX_GEOMETRY) -> tuple[int, ...] | int:
+        """Attribute ``key`` as ``count`` integers (or one integer if ``count`` is None) in [minimum, maximum]."""
         value = node["attrs"].get(key)
         items = [value] if count is None else value
         if (not isinstance(items, list) or len(items) != (count or 1)
-                or any(type(v) is not int or not minimum <= v <= _MAX_GEOMETRY for v in items)):
+                or any(type(v) is not int or not minimum <= v <= maximum for v in items)):
             what = "an integer" if count is None else f"{count} integers"
+            bound = f"≥ {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
             raise ModelFormatError(f"{self._where}: node {node['name']!r} ({node['op']}): attribute {key!r} must be "
-                                   f"{what} in [{minimum}, {_MAX_GEOMETRY}], got {value!r}")
+                                   f"{what} {bound}, got {value!r}")
         return value if count is None else tuple(value)
+
+    def _channels(self, node: dict, key: str) -> int:
+        """A channel count: any positive integer (the tensors' shapes are checked against it)."""
+        return self._ints(node, key, maximum=math.inf)
 
     def _build(self, nodes: list) -> list:
         known = {self.input_name}
@@ -166,15 +173,18 @@ class PackedModel:
             steps.append((node, fn, free))
         return steps
 
-    def _activation_slope(self, act: dict | None, channels: int) -> np.ndarray | None:
-        """Per-channel PReLU slope of a fused activation node (zeros for ReLU; None without one)."""
+    def _activation(self, act: dict | None, channels: int) -> dict:
+        """Keyword arguments (slope, relu) of the core's fused activation for an absorbed prelu/relu node."""
         if act is None:
-            return None
-        slope = self._param(act, "slope") if act["op"] == "prelu" else np.zeros(1, np.float32)
+            return {"slope": None, "relu": False}
+        if act["op"] == "relu":
+            return {"slope": None, "relu": True}
+        slope = self._param(act, "slope")
         if slope.size not in (1, channels):
             raise ModelFormatError(f"{self._where}: node {act['name']!r}: {slope.size} PReLU slopes for "
                                    f"{channels} channels")
-        return np.ascontiguousarray(np.broadcast_to(slope.reshape(-1), (channels,)), dtype=np.float32)
+        return {"slope": np.ascontiguousarray(np.broadcast_to(slope.reshape(-1), (channels,)), dtype=np.float32),
+                "relu": False}
 
     def _compile(self, node: dict, pack_for: dict | None, packed_in: bool):
         op, a = node["op"], node["attrs"]
@@ -184,7 +194,7 @@ class PackedModel:
             w, b = p("weight"), p("bias", required=False)
             stride, padding, dilation, groups = ints("stride", 2), ints("padding", 4, 0), ints("dilation", 2), \
                 ints("groups")
-            if w.ndim != 4 or w.shape[1] * groups != ints("in_channels") or w.shape[0] % groups:
+            if w.ndim != 4 or w.shape[1] * groups != self._channels(node, "in_channels") or w.shape[0] % groups:
                 raise ModelFormatError(f"{self._where}: conv2d {node['name']!r}: weight shape {w.shape} does not "
                                        f"match in_channels={a['in_channels']}, groups={groups}")
             if groups != 1:
@@ -193,7 +203,7 @@ class PackedModel:
             conv = _core.FloatConv(w, stride, padding, dilation, bias=b,
                                    scale=self._param(bn, "scale", shape=(w.shape[0],)) if bn else None,
                                    shift=self._param(bn, "shift", shape=(w.shape[0],)) if bn else None,
-                                   slope=self._activation_slope(act, w.shape[0]))
+                                   **self._activation(act, w.shape[0]))
             return conv.forward
         if op == "linear":  # a 1×1 FloatConv: no BLAS threads left spinning against the kernel pool
             w, b = p("weight"), p("bias", required=False)
@@ -205,10 +215,8 @@ class PackedModel:
         if op == "batch_norm":
             mul, add = p("scale"), p("shift")
             act = self._bn_act.get(node["name"])
-            if act is not None:  # fused with the activation that follows
-                slope = self._activation_slope(act, mul.shape[0])
-                return lambda x: ops.channel_affine(x, mul, add, slope)
-            return lambda x: ops.channel_affine(x, mul, add)
+            fused = self._activation(act, mul.shape[0])  # the activation that follows, if absorbed
+            return lambda x: ops.channel_affine(x, mul, add, **fused)
         if op == "prelu":
             slope = p("slope")
             if slope.size == 1:
@@ -241,7 +249,7 @@ class PackedModel:
     def _compile_binary(self, node, a, pack_for, packed_in):
         linear = node["op"] == "binary_linear"
         ints = lambda key, count=None, minimum=1: self._ints(node, key, count, minimum)  # noqa: E731
-        o, c = ints("out_channels"), ints("in_channels")
+        o, c = self._channels(node, "out_channels"), self._channels(node, "in_channels")
         groups = 1 if linear else ints("groups")
         kh, kw = (1, 1) if linear else ints("kernel", 2)
         if c % groups or o % groups:

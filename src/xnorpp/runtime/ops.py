@@ -151,8 +151,8 @@ def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
 
 
-def channel_affine(x: np.ndarray, scale=None, shift=None, slope=None) -> np.ndarray:
-    """x*scale + shift per channel (last axis), then PReLU(slope): one pass in the compiled core."""
+def channel_affine(x: np.ndarray, scale=None, shift=None, slope=None, relu: bool = False) -> np.ndarray:
+    """x*scale + shift per channel (last axis), then PReLU(slope) or ReLU: one pass in the compiled core."""
     from .. import _core
 
-    return _core.channel_affine(np.ascontiguousarray(x, dtype=np.float32), scale, shift, slope)
+    return _core.channel_affine(np.ascontiguousarray(x, dtype=np.float32), scale, shift, slope, relu)
