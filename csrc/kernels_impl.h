@@ -134,6 +134,12 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
                 padbuf[g * cw + k] = valid == 32 ? 0xffffffffu : ((1u << valid) - 1u);
             }
 
+    // Word offsets of the taps from a window's origin: the same for every window inside the image.
+    std::vector<int64_t> tap_offset(static_cast<size_t>(taps));
+    for (int64_t ky = 0; ky < s.kh; ++ky)
+        for (int64_t kx = 0; kx < s.kw; ++kx) tap_offset[ky * s.kw + kx] = (ky * s.dh * s.w + kx * s.dw) * pw;
+    const int64_t span_h = s.dh * (s.kh - 1), span_w = s.dw * (s.kw - 1);
+
     parallel_for(ntiles, [&](int64_t tb, int64_t te) {
         std::vector<const uint32_t*> ind(static_cast<size_t>(P * taps));
         alignas(64) int32_t pc[P * L];
@@ -142,21 +148,31 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
         for (int64_t tile = tb; tile < te; ++tile) {
             const int64_t q0 = tile * P;
             const int np = static_cast<int>(std::min<int64_t>(P, npix - q0));
+            // Pixel coordinates: divide once per tile, then step (divisions cost more than a tap).
+            int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;
             for (int i = 0; i < np; ++i) {
-                const int64_t q = q0 + i, n = q / (s.oh * s.ow), r = q % (s.oh * s.ow);
-                const int64_t oy = r / s.ow, ox = r % s.ow;
                 oys[i] = oy;
                 oxs[i] = ox;
-                border[i] = false;
                 const uint32_t* img = x + n * s.h * s.w * pw;
-                for (int64_t ky = 0; ky < s.kh; ++ky) {
-                    const int64_t iy = oy * s.sh - s.pt + ky * s.dh;
-                    for (int64_t kx = 0; kx < s.kw; ++kx) {
-                        const int64_t ix = ox * s.sw - s.pl + kx * s.dw;
-                        const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
-                        border[i] |= !inside;
-                        ind[i * taps + ky * s.kw + kx] = inside ? img + (iy * s.w + ix) * pw : padbuf.data();
+                const int64_t iy0 = oy * s.sh - s.pt, ix0 = ox * s.sw - s.pl;
+                border[i] = iy0 < 0 || ix0 < 0 || iy0 + span_h >= s.h || ix0 + span_w >= s.w;
+                const uint32_t** pi = ind.data() + i * taps;
+                if (!border[i]) {
+                    const uint32_t* origin = img + (iy0 * s.w + ix0) * pw;
+                    for (int64_t t = 0; t < taps; ++t) pi[t] = origin + tap_offset[t];
+                } else {
+                    for (int64_t ky = 0; ky < s.kh; ++ky) {
+                        const int64_t iy = iy0 + ky * s.dh;
+                        for (int64_t kx = 0; kx < s.kw; ++kx) {
+                            const int64_t ix = ix0 + kx * s.dw;
+                            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+                            pi[ky * s.kw + kx] = inside ? img + (iy * s.w + ix) * pw : padbuf.data();
+                        }
                     }
+                }
+                if (++ox == s.ow) {
+                    ox = 0;
+                    if (++oy == s.oh) oy = 0, ++n;
                 }
             }
             for (int64_t g = 0; g < s.groups; ++g)
@@ -242,9 +258,13 @@ static void float_conv_impl(const ConvShape& s, const float* x, const float* wbl
         for (int64_t tile = tb; tile < te; ++tile) {
             const int64_t q0 = tile * FP;
             const int np = static_cast<int>(std::min<int64_t>(FP, npix - q0));
+            int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;  // then step
             for (int i = 0; i < np; ++i) {
-                const int64_t q = q0 + i, n = q / (s.oh * s.ow), r = q % (s.oh * s.ow);
-                px[i] = x + ((n * s.h + (r / s.ow) * s.sh) * s.w + (r % s.ow) * s.sw) * s.c;
+                px[i] = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * s.c;
+                if (++ox == s.ow) {
+                    ox = 0;
+                    if (++oy == s.oh) oy = 0, ++n;
+                }
             }
             for (int64_t ob = 0; ob < nblocks; ++ob) {
                 kFloatMicro[np - 1](px, s.kh, row_step, nseg, seg_step, seg_len, wblocks + ob * kdim * FL, acc);
