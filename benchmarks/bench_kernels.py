@@ -18,7 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import best_time, machine, run_child, set_threads_env, update_readme  # noqa: E402
+from common import best_time, best_times, machine, run_child, set_threads_env, update_readme  # noqa: E402
 
 # (name, H=W of input, in channels, out channels, stride): ResNet-18's 3×3 layers at 224×224.
 LAYERS = [("conv2_x 56×56×64", 56, 64, 64, 1), ("conv3_x 28×28×128", 28, 128, 128, 1),
@@ -44,15 +44,15 @@ def child(isa: str, threads: int, quick: bool) -> dict:
         x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
         w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-        with torch.no_grad():
-            t_float = best_time(lambda: F.conv2d(xt, wt, None, stride, 1), repeat)
         oh = (hw + 2 - 3) // stride + 1
         conv = _core.BinaryConv(_core.pack_weights(w), c, 1, (stride, stride), (1, 1, 1, 1), (1, 1), 0.0,
                                 scale_map=rng.uniform(0.5, 1.5, (oh, oh, o)).astype(np.float32),
                                 bias=rng.standard_normal(o).astype(np.float32),
                                 slope=np.full(o, 0.25, np.float32))
         x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        t_packed = best_time(lambda: conv.forward(_core.pack(x_nhwc)), repeat)
+        with torch.no_grad():
+            t_float, t_packed = best_times([lambda: F.conv2d(xt, wt, None, stride, 1),
+                                            lambda: conv.forward(_core.pack(x_nhwc))], repeat)
         macs = oh * oh * o * c * 9
         rows.append({"layer": name, "float_ms": 1e3 * t_float, "packed_ms": 1e3 * t_packed,
                      "ratio": t_float / t_packed, "packed_gmacs": macs / t_packed / 1e9})

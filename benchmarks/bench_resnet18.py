@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import best_time, machine, run_child, set_threads_env, update_readme  # noqa: E402
+from common import best_times, machine, run_child, set_threads_env, update_readme  # noqa: E402
 
 
 def child(isa: str, threads: int, quick: bool) -> dict:
@@ -42,9 +42,8 @@ def child(isa: str, threads: int, quick: bool) -> dict:
         packed_bytes = os.path.getsize(path)
         packed = runtime.load(path)
         with torch.no_grad():
-            t_float = best_time(lambda: floatm(xt), repeat)
-            t_binary_torch = best_time(lambda: binary(xt), repeat)
-        t_packed = best_time(lambda: packed(x), repeat)
+            t_float, t_binary_torch, t_packed = best_times([lambda: floatm(xt), lambda: binary(xt),
+                                                            lambda: packed(x)], repeat)
         with torch.no_grad():
             ref = binary(xt).numpy()
         got = packed(x)

@@ -29,6 +29,21 @@ def best_time(fn, repeat: int = 30, warmup: int = 3, min_time: float = 0.0) -> f
     return best
 
 
+def best_times(fns, repeat: int = 30, warmup: int = 3) -> list[float]:
+    """Best wall time of each fn in seconds, measured in interleaved rounds (one call of each per
+    round), so that a slow spell of a shared machine hits every candidate alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     try:
