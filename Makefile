@@ -37,6 +37,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_kernels.py
+	$(BIN)/python benchmarks/bench_resnet18.py
 
 clean:
 	rm -rf build $(VENV)
