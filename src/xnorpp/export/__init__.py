@@ -54,36 +54,28 @@ def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple
     finally:
         model.train(was_training)
     dataset = dataset or config.get("dataset")
-    if input_size is None and dataset:
-        try:
-            from ..data import dataset_info
+    info = None
+    if dataset:
+        from ..data import dataset_info
 
-            input_size = dataset_info(dataset).input_size
-        except ValueError:
+        try:
+            info = dataset_info(dataset)
+        except ValueError:  # a data set this version does not know: record nothing about it
             pass
+    if input_size is None and info is not None:
+        input_size = info.input_size
     if input_size is not None:
         graph["input"]["size"] = [int(input_size[0]), int(input_size[1])]
     if in_channels is not None:
         graph["input"]["channels"] = int(in_channels)
-    elif graph["input"]["channels"] is None and dataset:
-        try:
-            from ..data import dataset_info
-
-            graph["input"]["channels"] = dataset_info(dataset).in_channels
-        except ValueError:
-            pass
+    elif graph["input"]["channels"] is None and info is not None:
+        graph["input"]["channels"] = info.in_channels
     if graph["input"]["channels"] is None:
         raise ExportError("the model flattens its input before its first conv or linear layer, so the input "
                           "channels are unknown: pass in_channels= (or dataset=)")
-    if dataset:
-        try:
-            from ..data import dataset_info
-
-            info = dataset_info(dataset)
-            graph["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
-            graph["num_classes"] = info.num_classes
-        except ValueError:
-            pass
+    if info is not None:
+        graph["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
+        graph["num_classes"] = info.num_classes
     from .. import __version__
 
     graph["producer"] = f"xnorpp {__version__}"

@@ -7,14 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..geometry import conv_output_size, size_pair
+from ..geometry import conv_output_size
 from ..nn import BinaryConv2d, BinaryLinear
 from ..scaling import get_scaling, linear_equivalent
-
-
-def pair(size) -> tuple[int, int]:
-    """``28`` or ``(28, 28)`` → ``(28, 28)``, with a clear error for anything else."""
-    return size_pair(size, "input_size")
 
 
 def conv_out(size: tuple[int, int], kernel: int, stride: int = 1, padding: int = 0) -> tuple[int, int]:

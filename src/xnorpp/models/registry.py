@@ -10,6 +10,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..geometry import size_pair
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -48,10 +50,8 @@ def create(name: str, *, num_classes: int = 10, in_channels: int = 3, scaling: s
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    from .common import pair
-
     model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, scaling=scaling,
-                          input_size=pair(input_size), **layer_opts)
+                          input_size=size_pair(input_size), **layer_opts)
     model.xnorpp_name = name
     from ..nn import name_layers
     return name_layers(model)

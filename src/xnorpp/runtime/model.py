@@ -293,12 +293,8 @@ class PackedModel:
             conv = _core.BinaryConv(words, c, 1, **kwargs)
             geometry = None
         else:
-            pad_value = a["pad_value"]
-            if pad_value not in (0.0, 1.0, -1.0) or type(pad_value) is bool:
-                raise ModelFormatError(f"{self._where}: node {node['name']!r}: pad_value must be 0, 1 or -1, "
-                                       f"got {pad_value!r}")
             geometry = ((kh, kw), ints("stride", 2), ints("padding", 4, 0), ints("dilation", 2))
-            conv = _core.BinaryConv(words, c, groups, *geometry[1:], float(pad_value), **kwargs)
+            conv = _core.BinaryConv(words, c, groups, *geometry[1:], float(a["pad_value"]), **kwargs)
         in_scale = self._param(node, "in_scale", required=False, shape=(c,))
         in_shift = self._param(node, "in_shift", required=False, shape=(c,))
         magnitude = bool(a.get("magnitude"))

@@ -11,7 +11,7 @@ ceil_mode and count_include_pad rules) on ``(N, H, W, C)`` arrays.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..geometry import conv_output_length
 
@@ -38,7 +38,9 @@ def conv_output_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias, stride, padding, dilation, groups: int) -> np.ndarray:
-    """Float convolution: x (N,H,W,C), weight (O, C/groups, KH, KW) as in PyTorch; im2col + BLAS."""
+    """Grouped float convolution: x (N,H,W,C), weight (O, C/groups, KH, KW) as in PyTorch; im2col + BLAS.
+
+    (Convolutions with groups = 1 run in the compiled core, ``_core.FloatConv``.)"""
     n, h, w, c = x.shape
     o, cg, kh, kw = weight.shape
     oh, ow = conv_output_hw((h, w), (kh, kw), stride, padding, dilation)
@@ -47,16 +49,6 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias, stride, padding, dilation, g
         xs = x[:, ::stride[0], ::stride[1], :][:, :oh, :ow, :]
         cols = [np.ascontiguousarray(xs[..., g * cg:(g + 1) * cg]).reshape(-1, cg) for g in range(groups)]
         weights = [weight[g * og:(g + 1) * og].reshape(og, cg).T for g in range(groups)]
-    elif groups == 1 and dilation[1] == 1:
-        # im2col in (KH, KW, C) order: for each kernel row the KW·C values of a window are contiguous.
-        xp = np.ascontiguousarray(_pad(x, padding))
-        sn, sh_, sw_, item = xp.strides
-        cols0 = np.empty((n, oh, ow, kh, kw * c), dtype=np.float32)
-        for ky in range(kh):
-            rows = xp[:, ky * dilation[0]:]
-            cols0[:, :, :, ky, :] = as_strided(rows, (n, oh, ow, kw * c), (sn, sh_ * stride[0], sw_ * stride[1], item))
-        cols = [cols0.reshape(n * oh * ow, kh * kw * c)]
-        weights = [weight.transpose(0, 2, 3, 1).reshape(o, kh * kw * c).T]
     else:
         span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
         win = sliding_window_view(_pad(x, padding), span, axis=(1, 2))  # (N, H', W', C, span_h, span_w)
