@@ -10,7 +10,7 @@ from .scaling import SCALINGS
 
 __version__ = "0.2.0"
 
-_LAZY_SUBMODULES = ("nn", "models", "data", "train", "export", "analysis", "runtime")
+_LAZY_SUBMODULES = ("nn", "models", "data", "train", "export", "analysis", "packed", "runtime")
 _LAZY_ATTRS = {"convert": "models"}
 
 
