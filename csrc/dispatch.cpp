@@ -166,7 +166,7 @@ int num_threads() {
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(n));
     std::lock_guard<std::mutex> lock(g_pool_mutex);
-    if (g_pool && g_pool->size() != n) {
+    if (g_pool && g_pool->size() < n) {  // a larger pool is kept: its extra workers just sleep
         delete g_pool;
         g_pool = nullptr;
     }
@@ -175,7 +175,7 @@ void set_num_threads(int n) {
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item) {
     if (n <= 0) return;
-    constexpr double kMinPartCost = 20000.0;  // ~10 µs of kernel work per thread at least
+    constexpr double kMinPartCost = 20000.0;  // cycles: ~6 µs of kernel work per thread at least
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     if (g_threads == 0) g_threads = default_threads();
     const double by_cost = std::max(1.0, static_cast<double>(n) * cost_per_item / kMinPartCost);
@@ -184,7 +184,10 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, do
         fn(0, n);
         return;
     }
-    if (!g_pool) g_pool = new Pool(g_threads);
+    if (!g_pool || g_pool->size() < parts) {
+        delete g_pool;
+        g_pool = new Pool(g_threads);
+    }
     g_pool->run(parts, [&](int i) { fn(n * i / parts, n * (i + 1) / parts); });
 }
 
@@ -223,13 +226,15 @@ void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_
                 }
 }
 
-PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
-                                int64_t groups, int lanes) {
+static PreparedWeights prepare_weights_as(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                          int64_t groups, int lanes, WeightLayout layout) {
     const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups;
-    const int64_t nblocks = (og + lanes - 1) / lanes;
+    const int64_t nblocks = (og + lanes - 1) / lanes, chunk = weight_words_per_tap_word(layout, lanes);
     PreparedWeights pw;
     pw.lanes = lanes;
-    pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * lanes), 0u);
+    pw.layout = layout;
+    pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * chunk), 0u);
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(pw.blocks.data());
     const int64_t ostride = padded_channels(o);
     pw.tapsum.assign(static_cast<size_t>(taps * ostride), 0);
     for (int64_t oo = 0; oo < o; ++oo) {
@@ -238,13 +243,39 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
             int32_t negatives = 0;
             for (int64_t k = 0; k < cw; ++k) {
                 const uint32_t word = words[(oo * taps + t) * cw + k];
-                pw.blocks[(((g * nblocks + ob) * taps + t) * cw + k) * lanes + l] = word;
+                const int64_t at = (((g * nblocks + ob) * taps + t) * cw + k) * chunk;  // in words
+                if (layout == WeightLayout::Words) {
+                    pw.blocks[at + l] = word;
+                } else {  // [byte j][lanes/32][low|high][32]: one channel per byte
+                    for (int j = 0; j < 4; ++j)
+                        for (int half = 0; half < 2; ++half)
+                            bytes[at * 4 + (j * (lanes / 32) + l / 32) * 64 + half * 32 + l % 32] =
+                                static_cast<uint8_t>((word >> (8 * j + 4 * half)) & 15u);
+                }
                 negatives += static_cast<int32_t>(popcount32_swar(word));
             }
             pw.tapsum[t * ostride + oo] = static_cast<int32_t>(cg) - 2 * negatives;  // Σ_c sign(w)
         }
     }
     return pw;
+}
+
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, const IsaKernels& isa) {
+    return prepare_weights_as(words, o, cg, kh, kw, groups, isa.lanes, isa.weight_layout);
+}
+
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, int lanes) {
+    const IsaKernels* found = nullptr;
+    for (const IsaKernels* k : {kernels_avx512(), kernels_avx2(), kernels_portable()}) {
+        if (k->lanes != lanes) continue;
+        if (found && found->weight_layout != k->weight_layout)
+            throw std::logic_error("prepare_weights: " + std::to_string(lanes) + " lanes name two weight layouts");
+        found = k;
+    }
+    if (!found) throw std::invalid_argument("prepare_weights: no kernel has " + std::to_string(lanes) + " lanes");
+    return prepare_weights(words, o, cg, kh, kw, groups, *found);
 }
 
 std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes) {

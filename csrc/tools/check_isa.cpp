@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
         }
         std::vector<uint32_t> words(s.o * s.kh * s.kw * s.cw());
         pack_weights_oihw(w.data(), s.o, cg, s.kh, s.kw, words.data());
-        PreparedWeights pr_ref = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, ref->lanes);
-        PreparedWeights pr_test = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, test->lanes);
+        PreparedWeights pr_ref = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, *ref);
+        PreparedWeights pr_test = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, *test);
         std::vector<float> scale(s.ostride, 0.f), bias(s.ostride, 0.f), slope(s.ostride, 0.f), pm(s.ostride, 0.f),
             pa(s.ostride, 0.f), smap(s.oh * s.ow * s.ostride, 0.f), kmap(nout);
         for (int64_t o = 0; o < s.o; ++o) {
