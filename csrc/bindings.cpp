@@ -168,27 +168,17 @@ nb::ndarray<nb::numpy, float> channel_affine(const InArray& x, const std::option
     return result;
 }
 
-nb::ndarray<nb::numpy, uint32_t> pack_weights(const InArray& w) {
-    const float* data = checked<float>(w, "pack_weights: w", {2, 4});
-    const int64_t o = w.shape(0), cg = w.shape(1), kh = w.ndim() == 4 ? w.shape(2) : 1,
-                  kw = w.ndim() == 4 ? w.shape(3) : 1;
-    for (size_t i = 0; i < w.size(); ++i)
-        if (data[i] != data[i]) throw std::invalid_argument("pack_weights: weights contain NaN");
-    uint32_t* out;
-    auto result = new_array<uint32_t>({size_t(o), size_t(kh), size_t(kw), size_t(words_for(cg))}, &out);
-    pack_weights_oihw(data, o, cg, kh, kw, out);
-    return result;
-}
-
-// Output (height, width) of a convolution; padding is (top, bottom, left, right).
-std::array<int64_t, 2> conv_output_size(int64_t h, int64_t w, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
-                                        std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation) {
-    auto len = [](int64_t l, int64_t k, int64_t s, int64_t p0, int64_t p1, int64_t d) -> int64_t {
-        const int64_t span = d * (k - 1) + 1, padded = l + p0 + p1;
-        return padded < span ? 0 : (padded - span) / s + 1;
-    };
-    return {len(h, kh, stride[0], padding[0], padding[1], dilation[0]),
-            len(w, kw, stride[1], padding[2], padding[3], dilation[1])};
+// The geometry comes from the caller (xnorpp.packed.schema validates and computes it); the core only
+// checks that every window it will read lies inside the padded input, so a wrong size cannot read
+// out of bounds. Sizes are (height, width); padding is (top, bottom, left, right).
+void check_windows(const char* what, std::array<int64_t, 2> in, std::array<int64_t, 2> out, int64_t kh, int64_t kw,
+                   std::array<int64_t, 2> stride, std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation) {
+    const int64_t k[2] = {kh, kw}, pad[2] = {padding[0] + padding[1], padding[2] + padding[3]};
+    for (int i = 0; i < 2; ++i)
+        if (in[i] < 1 || out[i] < 1 || (out[i] - 1) * stride[i] + dilation[i] * (k[i] - 1) + 1 > in[i] + pad[i])
+            throw std::invalid_argument(std::string(what) + ": output " + std::to_string(out[0]) + "x" +
+                                        std::to_string(out[1]) + " does not fit input " + std::to_string(in[0]) + "x" +
+                                        std::to_string(in[1]) + " with this kernel, stride, padding and dilation");
 }
 
 ConvShape conv_shape(int64_t n, int64_t c, int64_t o, int64_t kh, int64_t kw, std::array<int64_t, 2> stride,
@@ -206,14 +196,14 @@ ConvShape conv_shape(int64_t n, int64_t c, int64_t o, int64_t kh, int64_t kw, st
     return s;
 }
 
-// Bounds that keep every size product far from int64 overflow.
+// The bound on every size (xnorpp.packed.geometry.MAX_DIM): keeps size products far from int64 overflow.
 constexpr int64_t kMaxGeometry = int64_t(1) << 24;
 
 void check_geometry(const char* what, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
-                    std::array<int64_t, 2> dilation) {
-    for (auto v : {stride[0], stride[1], dilation[0], dilation[1]})
+                    std::array<int64_t, 2> dilation, std::array<int64_t, 2> in, std::array<int64_t, 2> out) {
+    for (auto v : {stride[0], stride[1], dilation[0], dilation[1], in[0], in[1], out[0], out[1]})
         if (v < 1 || v > kMaxGeometry)
-            throw std::invalid_argument(std::string(what) + ": stride and dilation must be in [1, 2^24]");
+            throw std::invalid_argument(std::string(what) + ": sizes, stride and dilation must be in [1, 2^24]");
     for (auto p : padding)
         if (p < 0 || p > kMaxGeometry) throw std::invalid_argument(std::string(what) + ": padding must be in [0, 2^24]");
 }
@@ -230,11 +220,12 @@ const IsaKernels* kernels_for(const char* what, const std::optional<std::string>
 // folded batch norm (scale, shift) and PReLU (slope) or ReLU.
 class FloatConv {
 public:
-    FloatConv(const InArray& weight, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
-              std::array<int64_t, 2> dilation, const std::optional<InArray>& bias, const std::optional<InArray>& scale,
+    FloatConv(const InArray& weight, std::array<int64_t, 2> in_size, std::array<int64_t, 2> out_size,
+              std::array<int64_t, 2> stride, std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation,
+              const std::optional<InArray>& bias, const std::optional<InArray>& scale,
               const std::optional<InArray>& shift, const std::optional<InArray>& slope, bool relu,
               const std::optional<std::string>& isa)
-        : stride_(stride), padding_(padding), dilation_(dilation), relu_(relu) {
+        : in_(in_size), out_(out_size), stride_(stride), padding_(padding), dilation_(dilation), relu_(relu) {
         const float* w = checked<float>(weight, "FloatConv: weight", {4});
         o_ = weight.shape(0);
         c_ = weight.shape(1);
@@ -242,7 +233,8 @@ public:
         kw_ = weight.shape(3);
         if (o_ < 1 || c_ < 1 || kh_ < 1 || kw_ < 1 || kh_ > kMaxGeometry || kw_ > kMaxGeometry)
             throw std::invalid_argument("FloatConv: weight must have a non-zero shape (O, C, KH, KW)");
-        check_geometry("FloatConv", stride, padding, dilation);
+        check_geometry("FloatConv", stride, padding, dilation, in_size, out_size);
+        check_windows("FloatConv", in_size, out_size, kh_, kw_, stride, padding, dilation);
         kernels_ = kernels_for("FloatConv", isa);
         const size_t padded = static_cast<size_t>((o_ + kernels_->float_lanes - 1) / kernels_->float_lanes *
                                                   kernels_->float_lanes);
@@ -260,12 +252,12 @@ public:
                                         " channels (last axis of NHWC), expected " + std::to_string(c_));
         ConvShape s = conv_shape(x.shape(0), c_, o_, kh_, kw_, stride_, dilation_);
         const int64_t h = x.shape(1), w = x.shape(2);
-        const auto osz = conv_output_size(h, w, kh_, kw_, stride_, padding_, dilation_);
-        s.oh = osz[0];
-        s.ow = osz[1];
-        if (s.oh < 1 || s.ow < 1)
+        if (h != in_[0] || w != in_[1])
             throw std::invalid_argument("FloatConv.forward: input " + std::to_string(h) + "x" + std::to_string(w) +
-                                        " (plus padding) is smaller than the kernel span");
+                                        ", this layer was built for " + std::to_string(in_[0]) + "x" +
+                                        std::to_string(in_[1]));
+        s.oh = out_[0];
+        s.ow = out_[1];
         s.h = h + padding_[0] + padding_[1];
         s.w = w + padding_[2] + padding_[3];
         float* out;
@@ -291,8 +283,9 @@ public:
     std::string isa() const { return kernels_->name; }
 
 private:
-    std::array<int64_t, 2> stride_, dilation_;
+    std::array<int64_t, 2> in_, out_, stride_;
     std::array<int64_t, 4> padding_;
+    std::array<int64_t, 2> dilation_;
     int64_t o_, c_, kh_, kw_;
     const IsaKernels* kernels_;
     std::vector<float> blocks_, bias_, scale_, shift_, slope_;
@@ -301,11 +294,12 @@ private:
 
 // Max pooling on NHWC floats with the window geometry of PyTorch; the caller gives the output
 // size (it holds the ceil_mode rule). Out-of-image taps are skipped (-inf padding); NaN propagates.
+// padding is (top, bottom, left, right); only top and left place the windows.
 nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
-                                         std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+                                         std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation,
                                          std::array<int64_t, 2> out_size) {
     const float* xd = checked<float>(x, "max_pool2d: x", {4});
-    check_geometry("max_pool2d", stride, {padding[0], padding[0], padding[1], padding[1]}, dilation);
+    check_geometry("max_pool2d", stride, padding, dilation, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
     if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
         throw std::invalid_argument("max_pool2d: kernel must be in [1, 2^24]");
     if (out_size[0] < 1 || out_size[1] < 1)
@@ -326,7 +320,7 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
                     const int64_t iy = oy * stride[0] - padding[0] + ky * dilation[0];
                     if (iy < 0 || iy >= h) continue;
                     for (int64_t kx = 0; kx < kernel[1]; ++kx) {
-                        const int64_t ix = ox * stride[1] - padding[1] + kx * dilation[1];
+                        const int64_t ix = ox * stride[1] - padding[2] + kx * dilation[1];
                         if (ix < 0 || ix >= w) continue;
                         const float* __restrict v = xd + ((b * h + iy) * w + ix) * c;
                         float* __restrict mm = m;
@@ -343,8 +337,9 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
 // A binary convolution with its weights blocked for one instruction set and its folded output stage.
 class BinaryConv {
 public:
-    BinaryConv(const InArray& weights, int64_t in_channels, int64_t groups, std::array<int64_t, 2> stride,
-               std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation, double pad_value,
+    BinaryConv(const InArray& weights, int64_t in_channels, std::array<int64_t, 2> in_size,
+               std::array<int64_t, 2> out_size, int64_t groups, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
+               std::array<int64_t, 2> dilation, double pad_value,
                const std::optional<InArray>& scale, const std::optional<InArray>& scale_map,
                const std::optional<InArray>& bias, const std::optional<InArray>& slope,
                const std::optional<InArray>& post_mul, const std::optional<InArray>& post_add,
@@ -362,7 +357,10 @@ public:
         if (int64_t(weights.shape(3)) != words_for(in_channels / groups))
             throw std::invalid_argument("BinaryConv: weights have " + std::to_string(weights.shape(3)) +
                                         " words per tap, expected " + std::to_string(words_for(in_channels / groups)));
-        check_geometry("BinaryConv", stride, padding, dilation);
+        check_geometry("BinaryConv", stride, padding, dilation, in_size, out_size);
+        check_windows("BinaryConv", in_size, out_size, kh_, kw_, stride, padding, dilation);
+        in_ = in_size;
+        out_ = out_size;
         if (pad_value == 0.0) pad_ = PadMode::Zero;
         else if (pad_value == 1.0) pad_ = PadMode::PlusOne;
         else if (pad_value == -1.0) pad_ = PadMode::MinusOne;
@@ -378,7 +376,8 @@ public:
         post_add_ = optional_vector(post_add, "BinaryConv: post_add", o_, padded_channels(o_));
         if (scale_map) {
             const float* p = checked<float>(*scale_map, "BinaryConv: scale_map", {3});
-            if (int64_t(scale_map->shape(2)) != o_)
+            if (int64_t(scale_map->shape(0)) != out_size[0] || int64_t(scale_map->shape(1)) != out_size[1] ||
+                int64_t(scale_map->shape(2)) != o_)
                 throw std::invalid_argument("BinaryConv: scale_map must have shape (OH, OW, out_channels)");
             map_h_ = scale_map->shape(0);
             map_w_ = scale_map->shape(1);
@@ -388,10 +387,6 @@ public:
                 std::copy(p + i * o_, p + (i + 1) * o_, scale_map_.begin() + i * stride);
         }
         prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, kernels_->lanes);
-    }
-
-    std::array<int64_t, 2> output_size(int64_t h, int64_t w) const {
-        return conv_output_size(h, w, kh_, kw_, stride_, padding_, dilation_);
     }
 
     nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {
@@ -410,12 +405,12 @@ public:
                                         " words per pixel, expected " + std::to_string(s.pixel_words()) + " (" +
                                         std::to_string(c_) + " channels in " + std::to_string(groups_) +
                                         " groups)");
-        const auto osz = output_size(s.h, s.w);
-        s.oh = osz[0];
-        s.ow = osz[1];
-        if (s.oh < 1 || s.ow < 1)
+        if (s.h != in_[0] || s.w != in_[1])
             throw std::invalid_argument("BinaryConv.forward: input " + std::to_string(s.h) + "x" + std::to_string(s.w) +
-                                        " (plus padding) is smaller than the kernel span");
+                                        ", this layer was built for " + std::to_string(in_[0]) + "x" +
+                                        std::to_string(in_[1]));
+        s.oh = out_[0];
+        s.ow = out_[1];
         Stage st;
         st.scale_o = ptr_or_null(scale_);
         st.bias = ptr_or_null(bias_);
@@ -423,10 +418,6 @@ public:
         st.post_mul = ptr_or_null(post_mul_);
         st.post_add = ptr_or_null(post_add_);
         if (!scale_map_.empty()) {
-            if (map_h_ != s.oh || map_w_ != s.ow)
-                throw std::invalid_argument("BinaryConv.forward: the layer's spatial scale was built for output " +
-                                            std::to_string(map_h_) + "x" + std::to_string(map_w_) + ", this input gives " +
-                                            std::to_string(s.oh) + "x" + std::to_string(s.ow));
             st.scale_map = scale_map_.data();
         }
         if (kmap) {
@@ -473,7 +464,7 @@ public:
 
 private:
     int64_t o_, c_, kh_, kw_, groups_;
-    std::array<int64_t, 2> stride_, dilation_;
+    std::array<int64_t, 2> in_, out_, stride_, dilation_;
     std::array<int64_t, 4> padding_;
     PadMode pad_;
     const IsaKernels* kernels_;
@@ -509,40 +500,41 @@ NB_MODULE(_core, m) {
     m.def("channel_affine", &channel_affine, nb::arg("x"), nb::arg("scale") = nb::none(),
           nb::arg("shift") = nb::none(), nb::arg("slope") = nb::none(), nb::arg("relu") = false,
           "float32 x (..., C): y = x*scale + shift per channel, then PReLU with slope or ReLU (each optional).");
-    m.def("pack_weights", &pack_weights, nb::arg("w"),
-          "Pack float32 weights (O, C/groups, KH, KW) or (O, C) into uint32 words (O, KH, KW, words).");
     nb::class_<BinaryConv>(m, "BinaryConv")
-        .def(nb::init<const InArray&, int64_t, int64_t, std::array<int64_t, 2>, std::array<int64_t, 4>,
-                      std::array<int64_t, 2>, double, const std::optional<InArray>&, const std::optional<InArray>&,
+        .def(nb::init<const InArray&, int64_t, std::array<int64_t, 2>, std::array<int64_t, 2>, int64_t,
+                      std::array<int64_t, 2>, std::array<int64_t, 4>, std::array<int64_t, 2>, double,
                       const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
-                      const std::optional<InArray>&, const std::optional<std::string>&>(),
-             nb::arg("weights"), nb::arg("in_channels"), nb::arg("groups") = 1,
+                      const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
+                      const std::optional<std::string>&>(),
+             nb::arg("weights"), nb::arg("in_channels"), nb::arg("in_size"), nb::arg("out_size"), nb::arg("groups") = 1,
              nb::arg("stride") = std::array<int64_t, 2>{1, 1}, nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0},
              nb::arg("dilation") = std::array<int64_t, 2>{1, 1}, nb::arg("pad_value") = 0.0,
              nb::arg("scale") = nb::none(), nb::arg("scale_map") = nb::none(), nb::arg("bias") = nb::none(),
              nb::arg("slope") = nb::none(), nb::arg("post_mul") = nb::none(), nb::arg("post_add") = nb::none(),
              nb::arg("isa") = nb::none(),
-             "Binary convolution on packed NHWC input; padding is (top, bottom, left, right).")
+             "Binary convolution on packed NHWC input of in_size (h, w) giving out_size (as computed by "
+             "xnorpp.packed.geometry); weights are uint32 words (O, KH, KW, words); padding is (top, bottom, left, right).")
         .def("forward", &BinaryConv::forward, nb::arg("x"), nb::arg("kmap") = nb::none(), nb::arg("out") = "float",
              "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'.")
-        .def("output_size", &BinaryConv::output_size, nb::arg("h"), nb::arg("w"))
         .def_prop_ro("isa", &BinaryConv::isa)
         .def_prop_ro("out_channels", &BinaryConv::out_channels)
         .def_prop_ro("in_channels", &BinaryConv::in_channels)
         .def_prop_ro("groups", &BinaryConv::groups);
     nb::class_<FloatConv>(m, "FloatConv")
-        .def(nb::init<const InArray&, std::array<int64_t, 2>, std::array<int64_t, 4>, std::array<int64_t, 2>,
-                      const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
-                      const std::optional<InArray>&, bool, const std::optional<std::string>&>(),
-             nb::arg("weight"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
+        .def(nb::init<const InArray&, std::array<int64_t, 2>, std::array<int64_t, 2>, std::array<int64_t, 2>,
+                      std::array<int64_t, 4>, std::array<int64_t, 2>, const std::optional<InArray>&,
+                      const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&, bool,
+                      const std::optional<std::string>&>(),
+             nb::arg("weight"), nb::arg("in_size"), nb::arg("out_size"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
              nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0}, nb::arg("dilation") = std::array<int64_t, 2>{1, 1},
              nb::arg("bias") = nb::none(), nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
              nb::arg("slope") = nb::none(), nb::arg("relu") = false, nb::arg("isa") = nb::none(),
-             "Float32 convolution (groups 1) on NHWC input, weight (O, C, KH, KW) as in PyTorch; padding is (top, "
-             "bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
+             "Float32 convolution (groups 1) on NHWC input of in_size (h, w) giving out_size, weight (O, C, KH, KW) as "
+             "in PyTorch; padding is (top, bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
         .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
         .def_prop_ro("isa", &FloatConv::isa);
     m.def("max_pool2d", &max_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),
           nb::arg("dilation"), nb::arg("out_size"),
-          "Max pooling of (N, H, W, C) float32 to out_size (the caller applies ceil_mode); padding is (top, left).");
+          "Max pooling of (N, H, W, C) float32 to out_size (the caller applies ceil_mode); padding is (top, bottom, "
+          "left, right).");
 }

@@ -154,18 +154,20 @@ def test_float16_real_layers(tmp_path):
 def test_one_bit_per_binary_weight(tmp_path):
     model = create("resnet18", num_classes=10, scaling="gamma-o-h-w", input_size=(32, 32))
     path = export_model(model, tmp_path / "r.xnor", input_size=(32, 32))
-    from xnorpp.runtime.format import read_model
+    from xnorpp.packed import load_graph
 
-    graph, tensors = read_model(path)
+    graph, tensors = load_graph(path)
     binary = [m for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
     n_weights = sum(m.weight.numel() for m in binary)
     n_bytes = sum(t.nbytes for k, t in tensors.items() if k.endswith(".weight_bits"))
     assert n_bytes == sum((m.weight.numel() + 7) // 8 for m in binary) and n_bytes * 8 >= n_weights
-    assert sum(n["op"] == "binary_conv2d" for n in graph["nodes"]) == len(binary)
-    # BN before each binary conv and PReLU after it are folded into the packed layer.
-    producers = {n["name"]: n["op"] for n in graph["nodes"]}
-    assert not any(n["op"] == "prelu" and producers.get(n["inputs"][0]) == "binary_conv2d" for n in graph["nodes"])
-    assert all("in_scale" in n["params"] for n in graph["nodes"] if n["op"] == "binary_conv2d")
+    assert sum(n.op == "binary_conv2d" for n in graph.nodes) == len(binary)
+    # The plan runs BN before each binary conv in its input packing and the PReLU after it in its output
+    # stage; consecutive binary convs hand bits over.
+    steps = [s for s in runtime.load(path).steps if s.kind == "binary_conv2d"]
+    assert len(steps) == len(binary)
+    assert all(s.input_affine is not None and [n.op for n in s.epilogue] == ["prelu"] for s in steps)
+    assert sum(s.bits_out is not None for s in steps) == len(binary) // 2
 
 
 def test_unsupported_layers_are_named(tmp_path):
@@ -213,7 +215,7 @@ def test_cli_export_from_training_checkpoint(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     packed = runtime.load(out)
-    assert packed.input_size == (28, 28) and packed.graph["preprocess"]["dataset"] == "fashion-mnist"
+    assert packed.input_size == (28, 28) and packed.preprocess["dataset"] == "fashion-mnist"
     x = np.random.default_rng(6).standard_normal((16, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         expect = model(torch.from_numpy(x)).numpy()

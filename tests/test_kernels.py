@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import binary_conv, float_conv, weight_words
 from xnorpp import _core
 
 ISAS = list(_core.supported_isas())
@@ -38,7 +39,7 @@ def reference(x, w, stride, pad, dil, groups, pad_value):
 
 def run_conv(x, w, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, pad_value=0.0, out="int32"):
     xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), groups=groups)
-    conv = _core.BinaryConv(_core.pack_weights(w), x.shape[1], groups, stride, pad, dil, pad_value)
+    conv = binary_conv(w, x.shape[1], x.shape[2:], groups, stride, pad, dil, pad_value)
     return conv, conv.forward(xp, None, out)
 
 
@@ -94,7 +95,7 @@ def test_random_shapes_exact(isa):
 def test_gemm_exact(isa, m, k, o):
     rng = np.random.default_rng(m * k + o)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((o, k)).astype(np.float32)
-    conv = _core.BinaryConv(_core.pack_weights(b), k)
+    conv = binary_conv(b, k)
     y = conv.forward(_core.pack(a), None, "int32")
     np.testing.assert_array_equal(y, (sign(a) @ sign(b).T).astype(np.int64))
 
@@ -110,7 +111,6 @@ def test_fused_stage_float(isa):
     kmap = rng.uniform(0.1, 1, (n, h, w)).astype(np.float32)
     bias, slope = rng.standard_normal(o).astype(np.float32), rng.uniform(-0.5, 0.5, o).astype(np.float32)
     xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-    words = _core.pack_weights(wt)
 
     def check(got, expect):
         got = got.transpose(0, 3, 1, 2).astype(np.float64)
@@ -118,17 +118,17 @@ def test_fused_stage_float(isa):
 
     a64, b64, s64 = alpha.astype(np.float64)[:, None, None], bias.astype(np.float64)[:, None, None], \
         slope.astype(np.float64)[:, None, None]
-    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope)
+    conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope)
     y = dot * a64 + b64
     check(conv.forward(xp), np.where(y > 0, y, y * s64))
-    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale_map=smap)
+    conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale_map=smap)
     check(conv.forward(xp), dot * smap.transpose(2, 0, 1)[None].astype(np.float64))
-    conv = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias)
+    conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias)
     check(conv.forward(xp, kmap), dot * a64 * kmap[:, None].astype(np.float64) + b64)
     # Packed output: bits of (stage output * post_mul + post_add) < 0.
     post_mul, post_add = rng.uniform(0.5, 2, o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
-    conv_f = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope)
-    conv_p = _core.BinaryConv(words, c, 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=alpha, bias=bias, slope=slope,
+    conv_f = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope)
+    conv_p = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope,
                               post_mul=post_mul, post_add=post_add)
     np.testing.assert_array_equal(conv_p.forward(xp, None, "packed"),
                                   _core.pack(conv_f.forward(xp), scale=post_mul, shift=post_add))
@@ -159,11 +159,16 @@ def test_pack_rejects_nan_and_bad_arrays(isa):
         _core.pack(np.zeros((1, 2, 2, 3)))
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.pack(np.zeros((1, 4, 4, 3), np.float32)[:, ::2])
-    conv = _core.BinaryConv(_core.pack_weights(np.ones((4, 3, 3, 3), np.float32)), 3)
+    conv = binary_conv(np.ones((4, 3, 3, 3), np.float32), 3, (5, 5))
     with pytest.raises(ValueError, match="words per pixel"):
         conv.forward(np.zeros((1, 5, 5, 2), np.uint32))
-    with pytest.raises(ValueError, match="kernel span"):
+    with pytest.raises(ValueError, match="built for 5x5"):
         conv.forward(np.zeros((1, 2, 2, 1), np.uint32))
+    words = weight_words(np.ones((4, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="does not fit"):  # a geometry the caller got wrong cannot read out of bounds
+        _core.BinaryConv(words, 3, (5, 5), (4, 4))
+    with pytest.raises(ValueError, match="2\\^24"):
+        _core.BinaryConv(words, 3, (5, 5), (3, 3), 1, (1 << 25, 1))
 
 
 def test_threads_give_identical_results(isa):
@@ -232,7 +237,7 @@ def test_float_conv_with_epilogue(isa, case):
                         ({"bias": bias, "scale": scale, "shift": shift, "relu": True}, affine.clamp(min=0)),
                         ({"bias": bias, "scale": scale, "shift": shift, "slope": slope},
                          torch.where(affine > 0, affine, affine * per_channel(slope)))]:
-        got = _core.FloatConv(weight, stride, pad, dil, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
+        got = float_conv(weight, (h, w), stride, pad, dil, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
         ref = ref.numpy()
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
@@ -243,34 +248,35 @@ def test_fused_relu_and_prelu_on_extremes(isa):
     values = np.array([-np.inf, np.nan, -2.0, 3.0, np.inf], np.float32)
     x = values.reshape(1, 1, 5, 1)  # NHWC: 5 pixels of one channel, a 1×1 conv of weight 1
     one = np.ones((1, 1, 1, 1), np.float32)
-    relu = _core.FloatConv(one, relu=True).forward(x).reshape(-1)
+    relu = float_conv(one, (1, 5), relu=True).forward(x).reshape(-1)
     np.testing.assert_array_equal(relu, F.relu(torch.from_numpy(values)).numpy())
-    prelu = _core.FloatConv(one, slope=np.full(1, 0.25, np.float32)).forward(x).reshape(-1)
+    prelu = float_conv(one, (1, 5), slope=np.full(1, 0.25, np.float32)).forward(x).reshape(-1)
     np.testing.assert_array_equal(prelu, F.prelu(torch.from_numpy(values), torch.tensor([0.25])).numpy())
     affine = _core.channel_affine(values.reshape(5, 1), None, None, None, True).reshape(-1)
     np.testing.assert_array_equal(affine, relu)
 
 
 def test_float_conv_bad_input(isa):
-    conv = _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (1, 1), (0, 0, 0, 0), (1, 1))
+    conv = float_conv(np.ones((4, 3, 3, 3), np.float32), (5, 5))
     with pytest.raises(ValueError, match="channels"):
         conv.forward(np.zeros((1, 5, 5, 4), np.float32))
-    with pytest.raises(ValueError, match="smaller than the kernel"):
+    with pytest.raises(ValueError, match="built for 5x5"):
         conv.forward(np.zeros((1, 2, 2, 3), np.float32))
     with pytest.raises(TypeError, match="float32"):
         conv.forward(np.zeros((1, 5, 5, 3), np.float64))
     with pytest.raises(ValueError, match="stride"):
-        _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (0, 1), (0, 0, 0, 0), (1, 1))
+        _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (5, 5), (3, 3), (0, 1))
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", [
     (3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (1, 3, 0, 1, True)])
 def test_max_pool_matches_pytorch(kernel, stride, padding, dilation, ceil_mode):
-    from xnorpp.runtime import ops
+    from xnorpp.packed.geometry import pool_output_size
 
     x = np.random.default_rng(3).standard_normal((2, 13, 10, 5)).astype(np.float32)
     x[1, 4, 4, 2] = np.nan  # propagates, as in PyTorch
-    got = ops.max_pool2d(x, (kernel,) * 2, (stride,) * 2, (padding,) * 2, (dilation,) * 2, ceil_mode)
+    geometry = (kernel,) * 2, (stride,) * 2, (padding,) * 4, (dilation,) * 2
+    got = _core.max_pool2d(x, *geometry, pool_output_size(x.shape[1:3], *geometry, ceil_mode))
     ref = F.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), kernel, stride, padding, dilation,
                        ceil_mode=ceil_mode).numpy().transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(got, ref)

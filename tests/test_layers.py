@@ -40,7 +40,7 @@ def reference_scale(layer: BinaryConv2d, x: torch.Tensor, out_hw) -> torch.Tenso
         alpha = w.abs().mean(dim=(1, 2, 3)).view(o, 1, 1)
         if name == "xnor-alpha":
             return alpha
-        (t, b), (l, r) = layer.padding_amounts
+        t, b, l, r = layer.padding_amounts
         mean_abs = F.pad(x.double().abs().mean(dim=1, keepdim=True), (l, r, t, b))
         kh, kw = layer.kernel_size
         box = torch.ones(1, 1, kh, kw, dtype=torch.float64) / (kh * kw)
@@ -61,7 +61,7 @@ def reference_scale(layer: BinaryConv2d, x: torch.Tensor, out_hw) -> torch.Tenso
 
 def reference_conv(layer: BinaryConv2d, x: torch.Tensor) -> torch.Tensor:
     xs = sign64(x) if layer.binarize_input else x.double()
-    (t, b), (l, r) = layer.padding_amounts
+    t, b, l, r = layer.padding_amounts
     xs = F.pad(xs, (l, r, t, b), value=layer.pad_value)
     y = F.conv2d(xs, sign64(layer.weight.detach()), None, layer.stride, 0, layer.dilation, layer.groups)
     scale = reference_scale(layer, x, y.shape[-2:])

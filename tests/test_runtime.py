@@ -14,7 +14,7 @@ from xnorpp import runtime
 from xnorpp.export import export_model
 from xnorpp.models import create
 from xnorpp.runtime import ModelFormatError
-from xnorpp.runtime.format import FORMAT_VERSION, read_model, write_model
+from xnorpp.packed.format import FORMAT_VERSION, read, seal, write
 
 
 @pytest.fixture(scope="module")
@@ -88,98 +88,24 @@ def test_newer_format_version_and_other_files(packed_path, tmp_path):
         runtime.load(other)
     with pytest.raises(FileNotFoundError):
         runtime.load(tmp_path / "missing.xnor")
-    flipped = packed_path.read_bytes().replace(b'"format_version":"1"', b'"format_version":"3"', 1)
+    flipped = packed_path.read_bytes().replace(b'"format_version":"2"', b'"format_version":"3"', 1)
     assert flipped != packed_path.read_bytes()
     (tmp_path / "flipped.xnor").write_bytes(flipped)  # one bit: '1' -> '3'; the checksum no longer matches
     with pytest.raises(ModelFormatError, match="newer.*or the file is corrupted"):
         runtime.load(tmp_path / "flipped.xnor")
     blob = packed_path.read_bytes()
-    (n,) = struct.unpack("<Q", blob[:8])
-    meta = json.loads(blob[8:8 + n])["__metadata__"]
-    old_style = _rewrite_metadata(blob, sha256=None, data_sha256=meta["sha256"])
-    (tmp_path / "old.xnor").write_bytes(old_style)
-    with pytest.raises(ModelFormatError, match="development version of xnorpp: export it again"):
+    (tmp_path / "old.xnor").write_bytes(seal(_rewrite_metadata(blob, format_version="1")))
+    with pytest.raises(ModelFormatError, match=r"older xnorpp; re-export the model with xnorpp >= 0\.2"):
         runtime.load(tmp_path / "old.xnor")
-    graph, tensors = read_model(packed_path)
+    graph, tensors = read(packed_path)
     edited = tmp_path / "edited.xnor"
     edited.write_bytes(_rewrite_metadata(packed_path.read_bytes(), graph=json.dumps(graph, indent=1)))
     with pytest.raises(ModelFormatError, match="checksum"):  # the checksum covers the graph too
         runtime.load(edited)
     graph["nodes"][0]["op"] = "lstm"  # a well-formed file whose graph this runtime cannot run
-    write_model(tmp_path / "op.xnor", graph, tensors)
+    write(tmp_path / "op.xnor", graph, tensors)
     with pytest.raises(ModelFormatError, match="lstm"):
         runtime.load(tmp_path / "op.xnor")
-
-
-FLIP_BYTES = """
-import random, sys
-from xnorpp import runtime
-blob = open(sys.argv[1], 'rb').read()
-rng = random.Random(0)
-refused = 0
-for trial in range(120):
-    data = bytearray(blob)
-    for _ in range(rng.choice([1, 1, 4, 32])):
-        pos = rng.randrange(len(data)) if trial % 2 else rng.randrange(min(len(data), 8 + 2000))
-        data[pos] ^= 1 << rng.randrange(8)
-    open(sys.argv[2], 'wb').write(bytes(data))
-    try:
-        runtime.load(sys.argv[2])
-    except runtime.ModelFormatError as err:
-        assert str(err), "an error without a message"
-        refused += 1
-print(refused)
-"""
-
-
-def test_fuzz_flipped_bytes_are_all_refused(packed_path, tmp_path):
-    result = subprocess.run([sys.executable, "-c", FLIP_BYTES, str(packed_path), str(tmp_path / "fuzz.xnor")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert int(result.stdout.strip().splitlines()[-1]) == 120  # the whole-file checksum catches every flip
-
-
-EDIT_GRAPH = """
-import copy, random, sys
-import numpy as np
-from xnorpp import runtime
-from xnorpp.runtime.format import read_model, write_model
-graph, tensors = read_model(sys.argv[1])
-rng = random.Random(int(sys.argv[3]))
-values = [0, -1, 2, 10**12, 1.5, float("nan"), None, "x", [], [0, 0], [-1, -1], [1, 2, 3], [10**9, 10**9], {}, True]
-x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
-outcomes = {"refused": 0, "ran": 0}
-for trial in range(100):
-    g = copy.deepcopy(graph)
-    for _ in range(rng.choice([1, 1, 2, 3])):
-        node = rng.choice(g["nodes"])
-        table = node if rng.random() < 0.2 else node.get(rng.choice(["attrs", "params"]))
-        if not isinstance(table, dict) or not table:
-            continue
-        key = rng.choice(sorted(table))
-        if rng.random() < 0.15:
-            del table[key]
-        else:
-            table[key] = rng.choice(values + sorted(tensors))
-    write_model(sys.argv[2], g, tensors)
-    try:
-        runtime.load(sys.argv[2])(x)
-        outcomes["ran"] += 1
-    except (ValueError, TypeError) as err:  # ModelFormatError is a ValueError
-        assert str(err), "an error without a message"
-        outcomes["refused"] += 1
-print(outcomes)
-"""
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fuzz_edited_graph_gives_clear_errors(packed_path, tmp_path, seed):
-    """A well-formed file whose graph was edited by hand: errors (never a crash or an IndexError)."""
-    result = subprocess.run([sys.executable, "-c", EDIT_GRAPH, str(packed_path), str(tmp_path / "edit.xnor"),
-                             str(seed)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    outcomes = eval(result.stdout.strip().splitlines()[-1])
-    assert outcomes["refused"] >= 50, outcomes
 
 
 def _write_idx(path, array):

@@ -3,11 +3,11 @@
 >>> from xnorpp.export import export_model
 >>> export_model(model_or_checkpoint, "model.xnor")          # or: xnorpp export CHECKPOINT -o model.xnor
 
-The file (safetensors, no pickle) holds binary weights at 1 bit each, the folded
-output-stage parameters (α or Γ factors, bias, PReLU slope, the batch norm before
-each binary layer as a packing affine), the real layers in float32 (or float16 with
-``real_dtype="float16"``) and the graph as JSON. The model is traced with torch.fx;
-a layer the runtime cannot run raises :class:`ExportError` naming it.
+The file (:mod:`xnorpp.packed`: safetensors, no pickle) holds binary weights at 1 bit each,
+their α or Γ factors and bias, batch norm folded to a per-channel scale and shift, PReLU
+slopes, the real layers in float32 (or float16 with ``real_dtype="float16"``) and the graph
+as JSON, one node per layer. The model is traced with torch.fx; a layer the runtime cannot
+run raises :class:`ExportError` naming it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime.format import SUFFIX, write_model
+from .. import packed
 from .graph import SUPPORTED_MODULES, ExportError, trace
 
-__all__ = ["export_model", "export_and_measure", "format_measurement", "ExportError", "SUPPORTED_MODULES", "float_checkpoint_bytes"]
+__all__ = ["export_model", "build_graph", "export_and_measure", "format_measurement", "ExportError",
+           "SUPPORTED_MODULES", "float_checkpoint_bytes"]
 
 
 def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
@@ -37,22 +38,10 @@ def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
     return model, dict(getattr(model, "xnorpp_config", None) or {})
 
 
-def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
-                 real_dtype: str = "float32", *, dataset: str | None = None, in_channels: int | None = None) -> Path:
-    """Write ``model_or_checkpoint`` (an ``nn.Module``, a checkpoint/model.pt or a run folder) to ``path``.
-
-    ``input_size`` (h, w) is recorded so the runtime refuses other sizes (needed anyway by spatial
-    Γ shapes); ``dataset`` records the input normalization of a known data set for ``xnorpp run``.
-    ``in_channels`` is read from the first conv or linear layer; give it (or ``dataset``) for a
-    model that flattens its input first. Returns the path written (atomically).
-    """
+def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, real_dtype: str = "float32", *,
+                dataset: str | None = None, in_channels: int | None = None) -> tuple[packed.Graph, dict]:
+    """The validated packed graph and tensors that :func:`export_model` writes (nothing is written)."""
     model, config = _load(model_or_checkpoint)
-    was_training = model.training
-    model.eval()
-    try:
-        graph, tensors = trace(model, real_dtype)
-    finally:
-        model.train(was_training)
     dataset = dataset or config.get("dataset")
     info = None
     if dataset:
@@ -62,25 +51,35 @@ def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple
             info = dataset_info(dataset)
         except ValueError:  # a data set this version does not know: record nothing about it
             pass
-    if input_size is None and info is not None:
-        input_size = info.input_size
-    if input_size is not None:
-        graph["input"]["size"] = [int(input_size[0]), int(input_size[1])]
-    if in_channels is not None:
-        graph["input"]["channels"] = int(in_channels)
-    elif graph["input"]["channels"] is None and info is not None:
-        graph["input"]["channels"] = info.in_channels
-    if graph["input"]["channels"] is None:
-        raise ExportError("the model flattens its input before its first conv or linear layer, so the input "
-                          "channels are unknown: pass in_channels= (or dataset=)")
-    if info is not None:
-        graph["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
-        graph["num_classes"] = info.num_classes
     from .. import __version__
 
-    graph["producer"] = f"xnorpp {__version__}"
-    graph["real_dtype"] = real_dtype
-    return write_model(path, graph, tensors)
+    meta = {"producer": f"xnorpp {__version__}"}
+    if info is not None:
+        input_size = input_size or info.input_size
+        meta["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
+        meta["num_classes"] = info.num_classes
+    was_training = model.training
+    model.eval()
+    try:
+        graph, tensors = trace(model, input_size, in_channels=in_channels, real_dtype=real_dtype, meta=meta)
+    finally:
+        model.train(was_training)
+    return graph, tensors
+
+
+def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+                 real_dtype: str = "float32", *, dataset: str | None = None, in_channels: int | None = None) -> Path:
+    """Write ``model_or_checkpoint`` (an ``nn.Module``, a checkpoint/model.pt or a run folder) to ``path``.
+
+    ``input_size`` (h, w) is recorded in the file: the runtime validates every layer for it and
+    refuses other sizes (the data set's size by default). ``dataset`` records the input
+    normalization of a known data set for ``xnorpp run``. ``in_channels`` is read from the first conv
+    or linear layer; give it (or ``dataset``) for a model that flattens its input first. Returns the
+    path written (atomically).
+    """
+    graph, tensors = build_graph(model_or_checkpoint, input_size, real_dtype, dataset=dataset,
+                                 in_channels=in_channels)
+    return packed.write(path, graph.to_json(), tensors)
 
 
 def float_checkpoint_bytes(model: nn.Module) -> int:

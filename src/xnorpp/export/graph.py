@@ -1,5 +1,6 @@
-"""Trace a PyTorch model (torch.fx) into the packed runtime's graph and tensors.
+"""Trace a PyTorch model (torch.fx) into a packed graph (:mod:`xnorpp.packed.schema`) and its tensors.
 
+One node per layer, in the schema's terms; fusion is the runtime's plan (:mod:`xnorpp.packed.plan`).
 Every module of the model must be one the runtime runs; anything else is an
 :class:`ExportError` naming the module or operation, never a silent float fallback.
 """
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..nn.layers import BinaryConv2d, BinaryLayer, BinaryLinear
-from ..runtime.format import pack_sign_bits
+from ..packed import Graph, ModelFormatError
+from ..packed.bits import pack_signs
+from ..packed.geometry import padding_from_torch, symmetric_padding
 
 
 class ExportError(ValueError):
@@ -40,8 +43,7 @@ def _pair(v) -> list[int]:
 
 
 def _conv_padding(conv: nn.Conv2d) -> list[int]:
-    left, right, top, bottom = conv._reversed_padding_repeated_twice
-    return [int(top), int(bottom), int(left), int(right)]
+    return list(padding_from_torch(conv._reversed_padding_repeated_twice))
 
 
 def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
@@ -94,13 +96,15 @@ class _Builder:
             if m.padding_mode != "zeros":
                 raise ExportError(f"{qual}: Conv2d padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
             self._first_channels(m.in_channels)
-            return self.add(name, "conv2d", [x], {"in_channels": m.in_channels, "stride": _pair(m.stride),
+            return self.add(name, "conv2d", [x], {"in_channels": m.in_channels, "out_channels": m.out_channels,
+                                                  "kernel": _pair(m.kernel_size), "stride": _pair(m.stride),
                                                   "padding": _conv_padding(m), "dilation": _pair(m.dilation),
                                                   "groups": m.groups, "module": qual},
                             weight=_np(m.weight, self.real), bias=None if m.bias is None else _np(m.bias, self.real))
         if isinstance(m, nn.Linear):
             self._first_channels(m.in_features)
-            return self.add(name, "linear", [x], {"module": qual}, weight=_np(m.weight, self.real),
+            return self.add(name, "linear", [x], {"in_features": m.in_features, "out_features": m.out_features,
+                                                  "module": qual}, weight=_np(m.weight, self.real),
                             bias=None if m.bias is None else _np(m.bias, self.real))
         if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             scale, shift = _bn_affine(m)
@@ -116,14 +120,16 @@ class _Builder:
                 raise ExportError(f"{qual}: MaxPool2d(return_indices=True) is not supported")
             stride = m.stride if m.stride is not None else m.kernel_size
             return self.add(name, "max_pool2d", [x], {"kernel": _pair(m.kernel_size), "stride": _pair(stride),
-                                                      "padding": _pair(m.padding), "dilation": _pair(m.dilation),
-                                                      "ceil_mode": bool(m.ceil_mode), "module": qual})
+                                                      "padding": list(symmetric_padding(m.padding)),
+                                                      "dilation": _pair(m.dilation), "ceil_mode": bool(m.ceil_mode),
+                                                      "module": qual})
         if isinstance(m, nn.AvgPool2d):
             if m.divisor_override is not None:
                 raise ExportError(f"{qual}: AvgPool2d(divisor_override=...) is not supported")
             stride = m.stride if m.stride is not None else m.kernel_size
             return self.add(name, "avg_pool2d", [x], {"kernel": _pair(m.kernel_size), "stride": _pair(stride),
-                                                      "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode),
+                                                      "padding": list(symmetric_padding(m.padding)),
+                                                      "ceil_mode": bool(m.ceil_mode),
                                                       "count_include_pad": bool(m.count_include_pad), "module": qual})
         if isinstance(m, nn.AdaptiveAvgPool2d):
             size = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size, m.output_size)
@@ -155,16 +161,15 @@ class _Builder:
         linear = isinstance(m, BinaryLinear)
         if linear:
             self._first_channels(m.in_features)
-            attrs = {"in_channels": m.in_features, "out_channels": m.out_features, "groups": 1}
-            bits = pack_sign_bits(_np(w).reshape(m.out_features, 1, 1, m.in_features))
+            attrs = {"in_features": m.in_features, "out_features": m.out_features}
+            bits = pack_signs(_np(w))  # (O, I)
         else:
             self._first_channels(m.in_channels)
             attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel": _pair(m.kernel_size),
                      "stride": _pair(m.stride), "padding": _conv_padding(m), "dilation": _pair(m.dilation),
-                     "groups": m.groups, "pad_value": float(m.pad_value),
-                     "output_size": list(m.output_size) if spec.spatial and m.output_size is not None else None}
-            bits = pack_sign_bits(_np(w.permute(0, 2, 3, 1)))
-        attrs.update(scaling=spec.name, magnitude=bool(spec.analytic_k), module=qual)
+                     "groups": m.groups, "pad_value": float(m.pad_value)}
+            bits = pack_signs(_np(w.permute(0, 2, 3, 1)))  # (O, KH, KW, C/groups): channels last
+        attrs.update(scaling=spec.name, module=qual)
         params = {"weight_bits": bits, "bias": None if m.bias is None else _np(m.bias)}
         if spec.analytic_alpha:
             params["alpha"] = _np(m.weight_alpha())
@@ -211,78 +216,24 @@ def _flat_args(args, kwargs) -> bool:
     return start == 1 and end == -1
 
 
-def _consumers(nodes: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for n in nodes:
-        for i in n["inputs"]:
-            out.setdefault(i, []).append(n)
-    return out
+def trace(model: nn.Module, input_size: tuple[int, int] | None, *, in_channels: int | None = None,
+          real_dtype: str = "float32", meta: dict | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
+    """The validated packed graph and tensors of ``model`` (in eval mode) for inputs of ``input_size``.
 
-
-def _rename_input(nodes: list[dict], old: str, new: str) -> None:
-    for n in nodes:
-        n["inputs"] = [new if i == old else i for i in n["inputs"]]
-
-
-def fuse(nodes: list[dict], tensors: dict, output: str) -> tuple[list[dict], str]:
-    """Fold batch norm → binary layer into the input packing, binary → PReLU/ReLU into the output stage."""
-    by_name = {n["name"]: n for n in nodes}
-    changed = True
-    while changed:
-        changed = False
-        users = _consumers(nodes)
-        for n in nodes:
-            if n["op"] not in ("binary_conv2d", "binary_linear"):
-                continue
-            src = by_name.get(n["inputs"][0])
-            if (src is not None and src["op"] == "batch_norm" and len(users.get(src["name"], [])) == 1
-                    and src["name"] != output and not n["attrs"]["magnitude"] and "in_scale" not in n["params"]):
-                for key, new in (("scale", "in_scale"), ("shift", "in_shift")):
-                    ref = f"{n['name']}.{new}"
-                    tensors[ref] = tensors.pop(src["params"][key])
-                    n["params"][new] = ref
-                n["inputs"] = list(src["inputs"])
-                nodes.remove(src)
-                changed = True
-                break
-            outs = users.get(n["name"], [])
-            if (len(outs) == 1 and outs[0]["op"] in ("prelu", "relu") and "slope" not in n["params"]
-                    and n["name"] != output):
-                act = outs[0]
-                o = n["attrs"]["out_channels"]
-                if act["op"] == "prelu":
-                    slope = tensors.pop(act["params"]["slope"])
-                    slope = np.broadcast_to(slope, (o,)).astype(np.float32) if slope.size in (1, o) else None
-                    if slope is None:
-                        continue
-                else:
-                    slope = np.zeros(o, np.float32)
-                ref = f"{n['name']}.slope"
-                tensors[ref] = np.ascontiguousarray(slope)
-                n["params"]["slope"] = ref
-                nodes.remove(act)
-                _rename_input(nodes, act["name"], n["name"])
-                if output == act["name"]:
-                    output = n["name"]
-                changed = True
-                break
-        by_name = {n["name"]: n for n in nodes}
-    return nodes, output
-
-
-def trace(model: nn.Module, real_dtype: str = "float32") -> tuple[dict, dict[str, np.ndarray]]:
-    """The runtime graph (dict) and tensors of ``model`` (in eval mode)."""
+    ``in_channels`` defaults to the first conv or linear layer's; ``meta`` adds the schema's optional
+    graph fields (preprocess, num_classes, producer, real_dtype).
+    """
     if real_dtype not in ("float32", "float16"):
         raise ValueError(f"real_dtype must be 'float32' or 'float16', got {real_dtype!r}")
     try:
-        graph = _Tracer().trace(model)
+        traced = _Tracer().trace(model)
     except Exception as err:  # fx cannot follow data-dependent Python control flow
         raise ExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from err
     modules = dict(model.named_modules())
     b = _Builder(model, real_dtype)
     output = None
     input_name = None
-    for node in graph.nodes:
+    for node in traced.nodes:
         if node.op == "placeholder":
             if input_name is not None:
                 raise ExportError("models with more than one input are not supported")
@@ -298,10 +249,17 @@ def trace(model: nn.Module, real_dtype: str = "float32") -> tuple[dict, dict[str
             b.names[node] = b.method(node)
         elif node.op == "output":
             output = b.value(node.args[0], "model output")
-    if b.in_channels is None and not b.flattened_first:
-        raise ExportError("the model has no conv or linear layer")
-    nodes, output = fuse(b.nodes, b.tensors, output)
-    used = {ref for n in nodes for ref in n["params"].values()}
-    tensors = {k: v for k, v in b.tensors.items() if k in used}
-    g = {"input": {"name": input_name, "channels": b.in_channels, "size": None}, "output": output, "nodes": nodes}
-    return g, tensors
+    if not b.nodes:
+        raise ExportError("the model has no layer the packed runtime runs")
+    channels = in_channels if in_channels is not None else b.in_channels
+    if channels is None:
+        raise ExportError("the model flattens its input before its first conv or linear layer, so the input "
+                          "channels are unknown: pass in_channels= (or dataset=)")
+    if input_size is None:
+        raise ExportError("the packed format records the input size: pass input_size=(h, w) (or dataset=)")
+    graph = {"input": {"name": input_name, "channels": int(channels), "size": [int(v) for v in input_size]},
+             "output": output, "nodes": b.nodes, **(meta or {}), "real_dtype": real_dtype}
+    try:
+        return Graph.from_json(graph, b.tensors, f"exporting {type(model).__name__}"), b.tensors
+    except ModelFormatError as err:  # e.g. an input size the model cannot take
+        raise ExportError(str(err)) from None

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..geometry import conv_output_size
+from ..packed.geometry import conv_output_size
 from ..nn import BinaryConv2d, BinaryLinear
 from ..scaling import get_scaling, linear_equivalent
 
 
 def conv_out(size: tuple[int, int], kernel: int, stride: int = 1, padding: int = 0) -> tuple[int, int]:
     """Output (h, w) of a square-kernel conv or pool."""
-    return tuple(conv_output_size(size, (kernel, kernel), (stride, stride), ((padding, padding),) * 2, (1, 1)))
+    return tuple(conv_output_size(size, (kernel, kernel), (stride, stride), (padding,) * 4, (1, 1)))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..geometry import size_pair
+from ..packed.geometry import size_pair
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 

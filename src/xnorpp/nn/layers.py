@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import conv_output_size, size_pair
+from ..packed.geometry import conv_output_size, padding_from_torch, size_pair
 from ..scaling import (DEFAULT_CONV_SCALING, DEFAULT_LINEAR_SCALING, FACTOR_AXES, Scaling,
                        get_scaling)
 from .quantizers import binarize, check_ste, sign_ste
@@ -178,10 +178,9 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
         self._make_factors(out_size if self.scaling_spec.spatial else None)
 
     @property
-    def padding_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """((top, bottom), (left, right)) padding, also for padding='same' / 'valid'."""
-        left, right, top, bottom = self._reversed_padding_repeated_twice
-        return ((top, bottom), (left, right))
+    def padding_amounts(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) padding, also for padding='same' / 'valid'."""
+        return padding_from_torch(self._reversed_padding_repeated_twice)
 
     def output_size_for(self, input_size: tuple[int, int]) -> tuple[int, int]:
         out = conv_output_size(tuple(input_size), self.kernel_size, self.stride, self.padding_amounts,

@@ -15,7 +15,7 @@ idle threads wait passively.
 from __future__ import annotations
 
 from .. import _core
-from .format import FORMAT_VERSION, SUFFIX, ModelFormatError
+from ..packed import FORMAT_VERSION, SUFFIX, ModelFormatError
 from .model import PackedModel, load
 
 

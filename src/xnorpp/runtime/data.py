@@ -54,7 +54,7 @@ def evaluate(model, name: str, data_root=None, batch_size: int = 256, limit: int
     """Top-1 accuracy of a packed model on a data set's test split, normalized as recorded at export."""
     import time
 
-    pre = model.graph.get("preprocess") or {}
+    pre = model.preprocess or {}
     if not pre.get("mean"):
         raise ValueError("the packed model records no input normalization; export it with dataset=... "
                          "(xnorpp export --dataset NAME)")

@@ -1,0 +1,49 @@
+"""The bit layout of binary weights, and the one packer (numpy only).
+
+Convention (docs/design.md, "Conventions"): bit 1 ⇔ value < 0, so sign(0) = +1. A binary layer's
+weights are stored in the file densely, 1 bit per weight, LSB first, in ``(O, KH, KW, C/groups)``
+order (channels last, like the NHWC activations). The compiled core reads them as 32-bit words
+per output channel and tap, channels LSB first and zero padded to a whole word:
+``(O, KH, KW, words(C/groups))``. Activations are packed the same way by the core's ``pack``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WORD_BITS = 32
+
+
+def words_for(bits: int) -> int:
+    """32-bit words holding ``bits`` bits."""
+    return -(-bits // WORD_BITS)
+
+
+def stored_bytes(count: int) -> int:
+    """Bytes of ``count`` densely packed sign bits in the file."""
+    return -(-count // 8)
+
+
+def pack_signs(values: np.ndarray) -> np.ndarray:
+    """Dense sign bits of ``values`` (any shape, flattened in C order) as uint8: bit 1 ⇔ value < 0, LSB first."""
+    return np.packbits((np.asarray(values) < 0).reshape(-1), bitorder="little")
+
+
+def signs(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """±1 float32 array of ``shape`` from dense sign bits (for tests and inspection)."""
+    flat = np.unpackbits(bits, bitorder="little", count=int(np.prod(shape)))
+    return np.where(flat.reshape(shape) != 0, np.float32(-1.0), np.float32(1.0))
+
+
+def to_words(bits: np.ndarray, out_channels: int, kernel: tuple[int, int], channels: int) -> np.ndarray:
+    """The core's weight words ``(O, KH, KW, words(C))`` from the file's dense bits of ``(O, KH, KW, C)``.
+
+    ``bits`` must hold exactly :func:`stored_bytes` of O·KH·KW·C bits (the schema checks it).
+    """
+    kh, kw = kernel
+    flat = np.unpackbits(bits, bitorder="little", count=out_channels * kh * kw * channels)
+    per_tap = flat.reshape(out_channels * kh * kw, channels)
+    padded = np.zeros((per_tap.shape[0], words_for(channels) * WORD_BITS), np.uint8)
+    padded[:, :channels] = per_tap
+    words = np.packbits(padded, axis=1, bitorder="little").view("<u4")
+    return np.ascontiguousarray(words.astype(np.uint32).reshape(out_channels, kh, kw, -1))

@@ -1,0 +1,105 @@
+"""The fusion plan: which nodes of a validated graph run together in one kernel call.
+
+Decided here only (the exporter writes one node per layer; the runtime runs the plan):
+
+* a ``batch_norm`` read only by a binary layer becomes that layer's *input affine*, applied while
+  its input is packed to bits (not for XNOR-Net's ``xnor`` scaling, whose K needs the real input);
+* a real ``conv2d`` (groups 1) or ``linear`` takes the ``batch_norm`` and then the ``prelu``/``relu``
+  that follow it into its *epilogue*; a binary layer or a ``batch_norm`` takes a following
+  ``prelu``/``relu``;
+* a binary conv (groups 1) whose output is read only by another binary conv (groups 1) *hands over
+  bits*: it applies the consumer's input affine and packs its output itself.
+
+A node is fused into another only when the other is its value's single reader and the value is
+not the graph's output, so a value read by several nodes, or twice by one, stays a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .schema import Graph, Node, Shape
+
+BINARY_OPS = ("binary_conv2d", "binary_linear")
+ACTIVATIONS = ("prelu", "relu")
+
+
+@dataclass
+class Step:
+    """One kernel call: ``node`` with what the plan fused into it. ``kind`` is ``node.op``."""
+
+    node: Node
+    inputs: tuple[str, ...]                # values read (NHWC floats, or packed bits when bits_in)
+    output: str                            # value written: the last fused node's name
+    shape: Shape                           # of the output, one image
+    input_affine: Node | None = None       # batch_norm applied while packing the input (binary ops)
+    epilogue: tuple[Node, ...] = ()        # batch_norm and/or prelu/relu applied to the output
+    bits_in: bool = False                  # the input arrives as packed bits from the step before
+    bits_out: "Step | None" = None         # pack the output for this binary step (with its input affine)
+
+    @property
+    def kind(self) -> str:
+        return self.node.op
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return ((self.input_affine,) if self.input_affine else ()) + (self.node,) + self.epilogue
+
+    def describe(self) -> str:
+        parts = [n.op for n in self.nodes]
+        flags = (" [bits in]" if self.bits_in else "") + (" [bits out]" if self.bits_out else "")
+        return f"{self.node.name}: " + " -> ".join(parts) + flags
+
+
+def plan(graph: Graph) -> list[Step]:
+    """The steps that run ``graph``, in order."""
+    readers = graph.consumers()
+    by_name = {n.name: n for n in graph.nodes}
+
+    def only_reader(value: str) -> Node | None:
+        users = readers.get(value, [])
+        return users[0] if len(users) == 1 and value != graph.output else None
+
+    absorbed: set[str] = set()
+    affine_of: dict[str, Node] = {}
+    for node in graph.nodes:
+        src = by_name.get(node.inputs[0])
+        if (node.op in BINARY_OPS and not node.scaling.analytic_k and src is not None
+                and src.op == "batch_norm" and only_reader(src.name) is node):
+            affine_of[node.name] = src
+            absorbed.add(src.name)
+
+    steps: list[Step] = []
+    for node in graph.nodes:
+        if node.name in absorbed:
+            continue
+        epilogue: list[Node] = []
+        tail = node
+        fusable = ((("batch_norm",), ACTIVATIONS) if node.op in ("conv2d", "linear") and node.groups == 1
+                   else (ACTIVATIONS,) if node.op in BINARY_OPS + ("batch_norm",) else ())
+        for ops in fusable:
+            nxt = only_reader(tail.name)
+            if nxt is None or nxt.op not in ops or nxt.name in absorbed:
+                continue
+            epilogue.append(nxt)
+            absorbed.add(nxt.name)
+            tail = nxt
+        affine = affine_of.get(node.name)
+        steps.append(Step(node, affine.inputs if affine else node.inputs, tail.name, tail.shape, affine,
+                          tuple(epilogue)))
+
+    # Bit handover between binary convs.
+    step_readers: dict[str, list[Step]] = {}
+    for step in steps:
+        for value in step.inputs:
+            step_readers.setdefault(value, []).append(step)
+    for step in steps:
+        users = step_readers.get(step.output, [])
+        if step.output == graph.output or len(users) != 1:
+            continue
+        user = users[0]
+        if (step.kind == user.kind == "binary_conv2d" and step.node.groups == 1 and user.node.groups == 1
+                and not user.node.scaling.analytic_k):
+            step.bits_out = user
+            user.bits_in = True
+    return steps

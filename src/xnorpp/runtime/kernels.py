@@ -1,0 +1,284 @@
+"""The runtime's kernels: one builder per op, registered by name, each turning a planned step into a function.
+
+A builder gets a :class:`~xnorpp.packed.plan.Step` (a validated node, with what the plan fused into
+it) and the file's tensors, and returns ``fn(*inputs) -> output`` on NHWC float32 arrays
+(``(N, H, W, C)`` feature maps, ``(N, F)`` vectors) or, where the plan hands bits over, on the core's
+packed words. Shapes were validated at load, so nothing here re-derives geometry: sizes come from
+the step. Adding an op: describe it in :data:`xnorpp.packed.schema.OPS`, then register a builder here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .. import _core
+from ..packed import bits
+from ..packed.plan import Step
+from ..packed.schema import Node
+from ..scaling import FACTOR_AXES
+
+Kernel = Callable[..., np.ndarray]
+KERNELS: dict[str, Callable[[Step, "Tensors"], Kernel]] = {}
+
+
+def kernel(*ops: str):
+    """Register a builder for ``ops``."""
+    def register(builder):
+        for op in ops:
+            KERNELS[op] = builder
+        return builder
+
+    return register
+
+
+class Tensors:
+    """The parameters of a file's nodes as contiguous float32 (or raw) arrays."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]):
+        self._tensors = tensors
+
+    def __call__(self, node: Node | None, key: str) -> np.ndarray | None:
+        if node is None or key not in node.params:
+            return None
+        t = self._tensors[node.params[key]]
+        return np.ascontiguousarray(t) if t.dtype == np.uint8 else np.ascontiguousarray(t, dtype=np.float32)
+
+
+def _hw(shape) -> tuple[int, int]:
+    return (shape[1], shape[2]) if len(shape) == 3 else (1, 1)
+
+
+def _activation(act: Node | None, channels: int, t: Tensors) -> dict:
+    """The core's fused-activation arguments (slope, relu) for a prelu/relu node, or none."""
+    if act is None:
+        return {"slope": None, "relu": False}
+    if act.op == "relu":
+        return {"slope": None, "relu": True}
+    slope = t(act, "slope")
+    return {"slope": np.ascontiguousarray(np.broadcast_to(slope, (channels,)), dtype=np.float32), "relu": False}
+
+
+def _epilogue(step: Step, ops: tuple[str, ...]) -> Node | None:
+    return next((n for n in step.epilogue if n.op in ops), None)
+
+
+# ----------------------------------------------------------------------------- binary layers
+def _scale(node: Node, t: Tensors) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(per-channel scale, (OH, OW, O) scale map) of a binary layer: α, or Γ's factors multiplied in order."""
+    spec = node.scaling
+    if spec.analytic_alpha:
+        return t(node, "alpha"), None
+    if not spec.learned:
+        return None, None
+    if not spec.spatial:
+        return t(node, spec.factors[0]), None
+    gamma = None
+    for name in spec.factors:  # the layer's order, as PyTorch multiplies them
+        axes = FACTOR_AXES[name]
+        value = t(node, name)
+        f = value.reshape([value.shape[axes.index(ax)] if ax in axes else 1 for ax in ("o", "h", "w")])
+        gamma = f if gamma is None else gamma * f
+    gamma = np.broadcast_to(gamma, node.shape)
+    return None, np.ascontiguousarray(gamma.transpose(1, 2, 0), dtype=np.float32)
+
+
+def magnitude_map(x: np.ndarray, node: Node) -> np.ndarray:
+    """XNOR-Net's K for a binary conv: mean over channels of |x|, box-filtered with zero padding; (N, OH, OW)."""
+    a = node.attrs
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    top, bottom, left, right = a["padding"]
+    _, oh, ow = node.shape
+    mean_abs = np.abs(x).mean(axis=-1, dtype=np.float32)
+    padded = np.pad(mean_abs, ((0, 0), (top, bottom), (left, right)))
+    box = np.float32(1.0 / (kh * kw))
+    k = np.zeros((x.shape[0], oh, ow), dtype=np.float32)
+    for ky in range(kh):  # taps: as many as the kernel the file's weights hold
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            k += padded[:, y0:y0 + sh * (oh - 1) + 1:sh, x0:x0 + sw * (ow - 1) + 1:sw] * box
+    return k
+
+
+@kernel("binary_conv2d", "binary_linear")
+def binary(step: Step, t: Tensors) -> Kernel:
+    node, a = step.node, step.node.attrs
+    linear = node.op == "binary_linear"
+    o = node.shape[0]
+    c = a["in_features"] if linear else a["in_channels"]
+    groups = 1 if linear else a["groups"]
+    kernel_hw = (1, 1) if linear else a["kernel"]
+    words = bits.to_words(t(node, "weight_bits"), o, kernel_hw, c // groups)
+    scale, scale_map = _scale(node, t)
+    act = _epilogue(step, ("prelu", "relu"))
+    slope = None
+    if act is not None:  # ReLU is PReLU with slope 0 in the binary output stage
+        slope = _activation(act, o, t)["slope"] if act.op == "prelu" else np.zeros(o, np.float32)
+    receiver = step.bits_out.input_affine if step.bits_out else None
+    geometry = {} if linear else {"stride": a["stride"], "padding": a["padding"], "dilation": a["dilation"],
+                                  "pad_value": a["pad_value"]}
+    conv = _core.BinaryConv(words, c, _hw(node.in_shapes[0]), _hw(node.shape), groups,
+                            scale=scale, scale_map=scale_map, bias=t(node, "bias"), slope=slope,
+                            post_mul=t(receiver, "scale"), post_add=t(receiver, "shift"), **geometry)
+    in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
+    magnitude = node.scaling.analytic_k
+    out = "packed" if step.bits_out else "float"
+
+    def pack(x):
+        kmap = None
+        if magnitude:
+            kmap = np.abs(x).mean(axis=-1, dtype=np.float32) if linear else magnitude_map(x, node)
+        return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
+
+    def run(x):
+        if step.bits_in:
+            return conv.forward(x, None, out)
+        return conv.forward(*pack(x), out)
+
+    def dots(x):
+        """Integer dot products sign(x') ⊛ sign(W) (int32), x' = x with the input affine applied."""
+        return conv.forward(pack(x)[0], None, "int32")
+
+    run.layer, run.dots = conv, dots
+    return run
+
+
+# ----------------------------------------------------------------------------- real layers
+@kernel("conv2d", "linear")
+def real_conv(step: Step, t: Tensors) -> Kernel:
+    node, a = step.node, step.node.attrs
+    if node.op == "conv2d" and a["groups"] > 1:
+        return grouped_conv(node, t)
+    weight = t(node, "weight")
+    if node.op == "linear":
+        weight = weight[:, :, None, None]
+    bn, act = _epilogue(step, ("batch_norm",)), _epilogue(step, ("prelu", "relu"))
+    o = node.shape[0]
+    geometry = {} if node.op == "linear" else {"stride": a["stride"], "padding": a["padding"],
+                                               "dilation": a["dilation"]}
+    conv = _core.FloatConv(np.ascontiguousarray(weight), _hw(node.in_shapes[0]), _hw(node.shape),
+                           bias=t(node, "bias"), scale=t(bn, "scale"), shift=t(bn, "shift"),
+                           **_activation(act, o, t), **geometry)
+    if node.op == "linear":  # a 1×1 conv on (N, 1, 1, F): no BLAS threads spinning against the kernel pool
+        return lambda x: conv.forward(x.reshape(x.shape[0], 1, 1, -1)).reshape(x.shape[0], o)
+    return conv.forward
+
+
+def grouped_conv(node: Node, t: Tensors) -> Kernel:
+    """A grouped real conv (rare in binary networks): im2col per group + BLAS in numpy."""
+    a = node.attrs
+    weight, bias = t(node, "weight"), t(node, "bias")
+    groups, (kh, kw), (sh, sw), (dh, dw) = a["groups"], a["kernel"], a["stride"], a["dilation"]
+    top, bottom, left, right = a["padding"]
+    o, oh, ow = node.shape
+    og, cg = o // groups, a["in_channels"] // groups
+    mats = [weight[g * og:(g + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og) for g in range(groups)]
+
+    def run(x):
+        xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        taps = [xp[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                for ky in range(kh) for kx in range(kw)]
+        out = np.empty((x.shape[0], oh, ow, o), np.float32)
+        for g in range(groups):
+            cols = np.concatenate([tap[..., g * cg:(g + 1) * cg] for tap in taps], axis=-1)
+            out[..., g * og:(g + 1) * og] = cols @ mats[g]
+        return out if bias is None else out + bias
+
+    return run
+
+
+@kernel("batch_norm", "prelu")
+def channel_affine(step: Step, t: Tensors) -> Kernel:
+    """x·scale + shift per channel (last axis), then PReLU/ReLU: one pass in the core."""
+    node = step.node
+    channels = node.shape[0]
+    if node.op == "prelu":
+        slope = t(node, "slope")
+        if slope.size == 1:
+            return lambda x: np.where(x > 0, x, x * slope).astype(np.float32, copy=False)
+        fused = _activation(node, channels, t)
+        return lambda x: _core.channel_affine(x, None, None, fused["slope"], False)
+    fused = _activation(_epilogue(step, ("prelu", "relu")), channels, t)
+    scale, shift = t(node, "scale"), t(node, "shift")
+    return lambda x: _core.channel_affine(x, scale, shift, fused["slope"], fused["relu"])
+
+
+@kernel("relu")
+def relu(step: Step, t: Tensors) -> Kernel:
+    return lambda x: np.maximum(x, np.float32(0))
+
+
+@kernel("hardtanh")
+def hardtanh(step: Step, t: Tensors) -> Kernel:
+    lo, hi = np.float32(step.node.attrs["min"]), np.float32(step.node.attrs["max"])
+    return lambda x: np.clip(x, lo, hi)
+
+
+@kernel("identity")
+def identity(step: Step, t: Tensors) -> Kernel:
+    return lambda x: x
+
+
+@kernel("add")
+def add(step: Step, t: Tensors) -> Kernel:
+    return lambda x, y: x + y
+
+
+@kernel("flatten")
+def flatten(step: Step, t: Tensors) -> Kernel:
+    """PyTorch's flatten(x, 1) of an NCHW tensor, from the NHWC array."""
+    def run(x):
+        if x.ndim == 4:
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+
+    return run
+
+
+# ----------------------------------------------------------------------------- pooling
+@kernel("max_pool2d")
+def max_pool(step: Step, t: Tensors) -> Kernel:
+    a = step.node.attrs
+    args = (a["kernel"], a["stride"], a["padding"], a["dilation"], _hw(step.shape))
+    return lambda x: _core.max_pool2d(x, *args)
+
+
+def _box_sums(x: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Sums of x (N, H, W, C) over the windows [r0, r1) × [c0, c1) of every output pixel, from an integral image."""
+    n, h, w, c = x.shape
+    s = np.zeros((n, h + 1, w + 1, c), np.float64)
+    np.cumsum(np.cumsum(x, axis=1, dtype=np.float64), axis=2, out=s[:, 1:, 1:])
+    (r0, r1), (c0, c1) = (v[:, None] for v in rows), (v[None, :] for v in cols)
+    return s[:, r1, c1] - s[:, r0, c1] - s[:, r1, c0] + s[:, r0, c0]
+
+
+def _pool_windows(out: int, size: int, k: int, stride: int, pad: int):
+    """PyTorch's avg_pool windows along one axis: (clipped start, clipped end, span within the padded input)."""
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + k, size + pad)
+    return np.maximum(start, 0), np.minimum(end, size), end - start
+
+
+@kernel("avg_pool2d")
+def avg_pool(step: Step, t: Tensors) -> Kernel:
+    a, node = step.node.attrs, step.node
+    _, h, w = node.in_shapes[0]
+    _, oh, ow = node.shape
+    ry0, ry1, span_y = _pool_windows(oh, h, a["kernel"][0], a["stride"][0], a["padding"][0])
+    rx0, rx1, span_x = _pool_windows(ow, w, a["kernel"][1], a["stride"][1], a["padding"][2])
+    count = (span_y[:, None] * span_x[None, :] if a["count_include_pad"]
+             else (ry1 - ry0)[:, None] * (rx1 - rx0)[None, :])
+    divisor = np.maximum(count, 1).astype(np.float64)[None, :, :, None]
+    return lambda x: np.ascontiguousarray(_box_sums(x, (ry0, ry1), (rx0, rx1)) / divisor, dtype=np.float32)
+
+
+@kernel("adaptive_avg_pool2d")
+def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
+    node = step.node
+    _, h, w = node.in_shapes[0]
+    _, oh, ow = node.shape
+    rows = (np.arange(oh) * h // oh, -(-(np.arange(oh) + 1) * h // oh))
+    cols = (np.arange(ow) * w // ow, -(-(np.arange(ow) + 1) * w // ow))
+    divisor = ((rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]).astype(np.float64)[None, :, :, None]
+    return lambda x: np.ascontiguousarray(_box_sums(x, rows, cols) / divisor, dtype=np.float32)
