@@ -1,24 +1,37 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   installs into .venv, gets Fashion-MNIST, trains and evaluates the main model
 #   make test   installs into .venv and runs the whole test suite
+# and `make bench` installs the `bench` extra too (ONNX Runtime, OpenVINO) and runs the benchmarks.
+# The base install (pip install xnorpp) is the torch-free runtime; these targets add the extras
+# `train` (PyTorch, ...), `dev` (pytest, scikit-learn) and, for make bench, `bench`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xnorpp-installed
+BENCH_STAMP := $(VENV)/.xnorpp-bench-installed
+# What a reinstall depends on: the packaging and the C++ sources.
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install fashion-mnist bench clean
+.PHONY: demo test install install-bench fashion-mnist bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# One pip call installs the project (compiling csrc/) with all its dependencies.
+# One pip call installs the project (compiling csrc/) with the extras it needs.
 # It reruns when the packaging or the C++ sources change.
-$(STAMP): $(BIN)/python pyproject.toml CMakeLists.txt $(wildcard csrc/*)
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[train,dev]'
 	touch $@
 
+# The bench install is a superset of the plain one, so it renews both stamps.
+$(BENCH_STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[train,dev,bench]'
+	touch $@ $(STAMP)
+
 install: $(STAMP)
+
+install-bench: $(BENCH_STAMP)
 
 # Debian's dataset-fashion-mnist, when apt is available and the files are missing;
 # otherwise xnorpp downloads it (with checksums) or says how to get it.
@@ -35,9 +48,10 @@ demo: install fashion-mnist
 test: install
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install-bench
 	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_resnet18.py
+	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
 	rm -rf build $(VENV)

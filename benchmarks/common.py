@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +43,65 @@ def best_times(fns, repeat: int = 30, warmup: int = 3) -> list[float]:
             fn()
             best[i] = min(best[i], time.perf_counter() - t)
     return best
+
+
+def interleaved_rounds(fns, rounds: int = 30, warmup: int = 3,
+                       gap: float = 0.0) -> tuple[list[list[float]], list[list[float]]]:
+    """Time each fn in interleaved rounds: one call of each per round, the starting candidate rotated
+    by one each round (so that no candidate always runs right after the same other one), and an
+    untimed pause of ``gap`` seconds after each call (time for spin-waiting threads to go idle).
+
+    Returns (wall, cpu): wall[r][i] is the wall time of fn i in round r, cpu[r][i] the CPU time of the
+    whole process during that call (all threads: worker threads of any library that still spin
+    while fn i runs are counted against it). Seconds. Warm-up rounds come first and are not kept.
+    """
+    n = len(fns)
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    wall, cpu = [], []
+    for r in range(rounds):
+        w, c = [0.0] * n, [0.0] * n
+        for k in range(n):
+            i = (r + k) % n
+            c0, t0 = time.process_time(), time.perf_counter()
+            fns[i]()
+            w[i], c[i] = time.perf_counter() - t0, time.process_time() - c0
+            if gap > 0:
+                time.sleep(gap)
+        wall.append(w)
+        cpu.append(c)
+    return wall, cpu
+
+
+def paired_median_ratio(wall: list[list[float]], i: int, base: int) -> float:
+    """Median over rounds of wall[r][i] / wall[r][base]: the ratio of two candidates timed in the same rounds."""
+    return statistics.median(w[i] / w[base] for w in wall)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (Linux), else lscpu's or platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return machine().split(",")[0]
+
+
+def cpu_flags(wanted) -> list[str]:
+    """Those of the CPU flags ``wanted`` that /proc/cpuinfo lists (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
 
 
 def machine() -> str:

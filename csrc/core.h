@@ -1,7 +1,7 @@
 // Shared declarations of the compiled core: shapes, the fused output stage, the
 // per-instruction-set kernel table and the thread pool.
 //
-// Packed layout (DESIGN.md §4): activations NHWC, the channels of each group
+// Packed layout (docs/design.md, Conventions): activations NHWC, the channels of each group
 // packed LSB-first into 32-bit words (bit 1 <=> x < 0, sign(0) = +1), unused
 // bits 0. A pixel holds groups * words_per_group words. Weights are packed the
 // same way per output channel and tap: [O][KH][KW][words_per_group].

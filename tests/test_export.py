@@ -1,8 +1,11 @@
 """Export → packed runtime equals the PyTorch model: every scaling, every supported layer, every ISA."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xnorpp import _core, runtime
@@ -42,10 +45,11 @@ def _compare(model, x, path, rtol=1e-4, **kw):
 
 
 def _fashion_test_images() -> np.ndarray:
+    """The Fashion-MNIST test split when it is on disk, else as many random images (the same tests run either way)."""
     try:
         images, _ = load_test_set("fashion-mnist")
         x = (images.astype(np.float32) / 255.0 - 0.2860) / 0.3530
-    except FileNotFoundError:  # no data here: the same number of random images
+    except FileNotFoundError:
         x = np.random.default_rng(0).standard_normal((10000, 1, 28, 28))
     return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -55,11 +59,113 @@ def fashion():
     return _fashion_test_images()
 
 
+def _binary_modules(model):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+
+
+def _signs64(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t.double() < 0, -1.0, 1.0).double()
+
+
+def _reference_dots(m, x: torch.Tensor) -> np.ndarray:
+    """float64 sign(x) ⊛ sign(W) with the layer's padding value: PyTorch's own conv/linear, not the code under test."""
+    if isinstance(m, BinaryLinear):
+        return (_signs64(x) @ _signs64(m.weight).T).numpy()
+    left, right, top, bottom = m._reversed_padding_repeated_twice
+    xb = F.pad(_signs64(x), (left, right, top, bottom), value=m.pad_value)
+    return F.conv2d(xb, _signs64(m.weight), None, m.stride, 0, m.dilation, m.groups).numpy()
+
+
+def _check_every_binary_layer(model, x: np.ndarray, path):
+    """Each binary layer of the runtime, fed PyTorch's input to that layer (a forward pre-hook), gives exactly
+    PyTorch's integer dot products, and its output within a few float32 ulp of the layer's output."""
+    captured = {}
+
+    def capture(name):
+        def hook(module, args, out):
+            captured[name] = (args[0], out)
+        return hook
+
+    hooks = [m.register_forward_hook(capture(name)) for name, m in _binary_modules(model)]
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    packed = runtime.load(export_model(model, path, input_size=tuple(x.shape[2:])))
+    node_of = {n.attrs.get("module"): n.name for n in packed.graph.nodes}
+    assert set(captured) <= set(node_of)
+    for name, m in _binary_modules(model):
+        inp, out = captured[name]
+        dots = packed.run_node(node_of[name], inp.numpy(), dots=True)
+        np.testing.assert_array_equal(dots, _reference_dots(m, inp), err_msg=name)
+        got, expect = packed.run_node(node_of[name], inp.numpy()), out.numpy()
+        ulp = np.spacing(np.float32(np.abs(expect).max()))
+        np.testing.assert_allclose(got, expect, rtol=0, atol=4 * ulp, err_msg=name)
+
+
 @pytest.mark.parametrize("scaling", list(SCALINGS))
-def test_fmnist_net_whole_test_set_every_scaling(scaling, fashion, tmp_path):
-    torch.manual_seed(0)
+def test_every_binary_layer_equals_pytorch(scaling, tmp_path):
     model = _randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
-    _compare(model, fashion, tmp_path / "m.xnor")
+    x = np.random.default_rng(7).standard_normal((64, 1, 28, 28)).astype(np.float32)
+    _check_every_binary_layer(model, x, tmp_path / "m.xnor")
+
+
+@pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
+def test_every_binary_layer_of_mixed_geometry_equals_pytorch(linear_scaling, tmp_path):
+    conv_scaling = {"none": "gamma-ohw", "xnor": "xnor", "xnor-alpha": "gamma-o-hw"}.get(linear_scaling, "none")
+    model = _randomize(Mixed(conv_scaling, linear_scaling), 3)
+    x = np.random.default_rng(2).standard_normal((32, 3, 11, 11)).astype(np.float32)
+    _check_every_binary_layer(model, x, tmp_path / "m.xnor")
+
+
+# End to end, images whose float64 sign inputs lie this close to 0 (relative to the largest |value| of that
+# layer's input for that image, i.e. a third of float32's epsilon) may flip a sign under float32 rounding in
+# either engine; they are exempt from the comparison, and their share must stay small.
+SIGN_TOLERANCE = 2e-8
+MAX_EXEMPT_SHARE = 1e-3
+
+
+def _sign_distances(model, x: np.ndarray, batch: int = 2000) -> np.ndarray:
+    """Per image: the smallest |input| of any binary layer in a float64 evaluation, relative to that input's max."""
+    model64 = copy.deepcopy(model).double()
+    found = []
+
+    def hook(module, args):
+        magnitude = args[0].abs().flatten(1)
+        found.append(magnitude.amin(1) / magnitude.amax(1).clamp_min(1e-300))
+
+    hooks = [m.register_forward_pre_hook(hook) for _, m in _binary_modules(model64)]
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            found.clear()
+            model64(torch.from_numpy(x[i:i + batch]).double())
+            out.append(torch.stack(found, 1).amin(1).numpy())
+    for h in hooks:
+        h.remove()
+    return np.concatenate(out)
+
+
+def test_fmnist_net_end_to_end_every_scaling(fashion, tmp_path):
+    """Every scaling on the whole test set (or 10 000 random images): logits within rtol 1e-4 and the same argmax,
+    except images with a sign input closer to 0 than SIGN_TOLERANCE in float64, which must be under 0.1 %."""
+    exempt = total = 0
+    for scaling in SCALINGS:
+        torch.manual_seed(0)
+        model = _randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
+        keep = _sign_distances(model, fashion) >= SIGN_TOLERANCE
+        exempt += int((~keep).sum())
+        total += len(keep)
+        packed = runtime.load(export_model(model, tmp_path / f"{scaling}.xnor", input_size=(28, 28)))
+        got = packed.predict(fashion)[keep]
+        with torch.no_grad():
+            expect = torch.cat([model(torch.from_numpy(fashion[i:i + 2000])) for i in range(0, len(fashion), 2000)])
+        expect = expect.numpy()[keep]
+        scale = np.abs(expect).max(axis=1, keepdims=True)
+        bad = np.flatnonzero((np.abs(got - expect) > 1e-4 * scale).any(axis=1))
+        assert bad.size == 0, f"{scaling}: {bad.size} images differ, e.g. {np.abs(got - expect)[bad[:3]].max(1)}"
+        np.testing.assert_array_equal(got.argmax(1), expect.argmax(1), err_msg=scaling)
+    assert exempt / total < MAX_EXEMPT_SHARE, f"{exempt} of {total} images exempt"
 
 
 def test_every_isa_gives_the_same_logits(tmp_path):
@@ -232,3 +338,24 @@ def test_wide_binary_linear(tmp_path):
     with pytest.raises(ExportError, match="in_channels"):
         export_model(model, tmp_path / "unknown.xnor", input_size=(128, 128))
     _compare(model, x, tmp_path / "wide.xnor", in_channels=8)
+
+
+def test_pools_match_pytorch(tmp_path):
+    """Average pools of every size class (small windows add taps, large ones use an integral image), adaptive
+    pools that shrink, keep and grow the size, and a ceil-mode max pool."""
+    class Flat(nn.Module):  # one output per pool: a graph with several readers of the conv's output
+        def __init__(self, pool):
+            super().__init__()
+            self.conv, self.pool = nn.Conv2d(2, 6, 3, padding=1), pool
+
+        def forward(self, x):
+            return torch.flatten(self.pool(self.conv(x)), 1)
+
+    x = np.random.default_rng(8).standard_normal((3, 2, 13, 12)).astype(np.float32)
+    pools = [nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),  # small: adds taps
+             nn.AvgPool2d(9, 3, padding=4, ceil_mode=True, count_include_pad=True),    # large: integral image
+             nn.AvgPool2d(9, 3, padding=4, count_include_pad=False),
+             nn.AdaptiveAvgPool2d((5, 3)), nn.AdaptiveAvgPool2d((13, 12)), nn.AdaptiveAvgPool2d((20, 7)),
+             nn.MaxPool2d(4, 3, padding=2, dilation=1, ceil_mode=True)]
+    for pool in pools:
+        _compare(_randomize(Flat(pool), 9), x, tmp_path / "p.xnor", rtol=1e-5)

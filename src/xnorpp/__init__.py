@@ -8,7 +8,7 @@ from importlib import import_module
 
 from .scaling import SCALINGS
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY_SUBMODULES = ("nn", "models", "data", "train", "export", "analysis", "runtime")
 _LAZY_ATTRS = {"convert": "models"}

@@ -4,7 +4,7 @@ This module is the single source of truth for the scaling names used by the
 training layers (``xnorpp.nn``), the exporter, the analysis tools and the packed
 runtime. It imports neither torch nor numpy, so the runtime can use it too.
 
-Notation (DESIGN.md §2): a binary convolution computes
+Notation (docs/design.md, The method): a binary convolution computes
 ``(sign(I) ⊛ sign(W)) ⊙ scale`` where the scale depends on the scheme:
 
 ========================  =================================================  ==========================

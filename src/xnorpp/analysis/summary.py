@@ -18,20 +18,16 @@ per layer:
   counted, as in Larq's ``models.summary``.
 * **memory** — the layer's training-graph storage at 1 bit per binary weight
   and 32 bits per float number;
-* **packed bits** — what the layer takes in the packed file that
-  :func:`xnorpp.export.export_model` writes: the sign bits of a binary layer's
-  weights (1 bit each, packed to whole bytes per layer) plus float32 bias, α or
-  learned Γ factors; float32 weights and bias of real convolutions and linear
-  layers; two float32 numbers per channel for BatchNorm (scale and shift: the
-  running statistics are folded); PReLU slopes; and ``o`` slopes for a ReLU that
-  the exporter fuses into the binary layer before it.
+* **packed bits** — what the layer takes in the packed file, read from the graph and
+  tensors that :func:`xnorpp.export.build_graph` builds for it (the nodes it became: sign
+  bits of binary weights at 1 bit each, float32 factors, biases, batch norm scale and shift,
+  PReLU slopes, real weights).
 
-The totals report the float32-equivalent size (every parameter and BatchNorm
-statistic at 32 bits), the packed tensor bytes predicted from the layers, the
-size of the packed file itself (when the model can be exported: the exporter
-writes it to a temporary folder; file = tensor data + safetensors header with
-the graph), the compression ratio (float32-equivalent / packed file), the share
-of binary MACs and the number of learned scaling parameters.
+The totals report the float32-equivalent size (every parameter and BatchNorm statistic at
+32 bits), the packed tensor bytes and the exact size of the packed file (tensor data +
+safetensors header with the graph), both from the graph the exporter would write, the
+compression ratio (float32-equivalent / packed file), the share of binary MACs and the
+number of learned scaling parameters.
 """
 
 from __future__ import annotations
@@ -39,12 +35,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..nn.layers import BinaryConv2d, BinaryLayer, BinaryLinear
+from ..packed import format as packed_format
 from ..scaling import FACTOR_AXES
 
 FLOAT_BITS = 32
@@ -62,7 +58,7 @@ class LayerSummary:
     learned_scale_params: int = 0  # part of float_params: the learned Γ factors
     binary_macs: int = 0
     float_macs: int = 0
-    packed_bits: int = 0  # in the exported file (see the module docstring)
+    packed_bits: int = 0  # in the exported file, from the exporter's graph (see the module docstring)
 
     @property
     def memory_bits(self) -> int:
@@ -121,11 +117,6 @@ class ModelSummary:
         return sum(r.memory_bits for r in self.layers)
 
     @property
-    def predicted_packed_tensor_bytes(self) -> int:
-        """Tensor data of the packed file, predicted from the layers (agrees with the exported file)."""
-        return sum(r.packed_bits for r in self.layers) // 8
-
-    @property
     def float32_bytes(self) -> int:
         """Every parameter and float buffer stored as float32."""
         return 4 * self.total_params
@@ -147,7 +138,6 @@ class ModelSummary:
             "memory_bits": self.memory_bits,
             "memory_bytes": math.ceil(self.memory_bits / 8),
             "float32_bytes": self.float32_bytes,
-            "predicted_packed_tensor_bytes": self.predicted_packed_tensor_bytes,
             "packed_bytes": self.packed_bytes,
             "packed_tensor_bytes": self.packed_tensor_bytes,
             "compression_ratio": self.compression_ratio,
@@ -170,7 +160,7 @@ class ModelSummary:
                  _num(r.float_macs)]
                 for r in self.layers]
         rows.append(["total", "", "", _num(self.binary_params), _num(self.float_params),
-                     _bytes(self.memory_bits / 8), _bytes(self.predicted_packed_tensor_bytes),
+                     _bytes(self.memory_bits / 8), _bytes(sum(r.packed_bits for r in self.layers) / 8),
                      _num(self.binary_macs), _num(self.float_macs)])
         lines = _render(head, rows, markdown)
         lines.append("")
@@ -184,8 +174,6 @@ class ModelSummary:
             ("learned scaling parameters", f"{self.learned_scale_params:,}"),
             ("memory at 1 bit / 32 bits", f"{_bytes(self.memory_bits / 8)} ({self.memory_bits:,} bits)"),
             ("float32-equivalent size", f"{_bytes(self.float32_bytes)} ({self.float32_bytes:,} bytes)"),
-            ("packed tensors (predicted)", f"{_bytes(self.predicted_packed_tensor_bytes)} "
-                                           f"({self.predicted_packed_tensor_bytes:,} bytes)"),
             ("packed file", packed),
             ("compression ratio", f"{ratio:.2f}×" if ratio else "n/a"),
             ("MACs per image", f"{_num(self.binary_macs)} binary, {_num(self.float_macs)} float "
@@ -253,7 +241,6 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
         if b.is_floating_point():  # BatchNorm running statistics (not num_batches_tracked)
             row.float_params += b.numel()
 
-    row.packed_bits = _packed_bits(module)
     if isinstance(module, nn.Conv2d):
         o, c_per_group, kh, kw = module.weight.shape
         h_out, w_out = out.shape[-2:]
@@ -274,20 +261,6 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
         else:
             row.float_macs = macs
     return row
-
-
-def _packed_bits(module: nn.Module) -> int:
-    """Bits the exporter stores for this module (a ReLU fused into a binary layer: see summary())."""
-    if isinstance(module, BinaryLayer):
-        floats = sum(getattr(module, f).numel() for f in module.scaling_spec.factors)
-        floats += module.bias.numel() if module.bias is not None else 0
-        floats += module.weight.shape[0] if module.scaling_spec.analytic_alpha else 0
-        return 8 * math.ceil(module.weight.numel() / 8) + FLOAT_BITS * floats
-    if isinstance(module, (nn.Conv2d, nn.Linear, nn.PReLU)):
-        return FLOAT_BITS * sum(p.numel() for p in module.parameters(recurse=False))
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return FLOAT_BITS * 2 * module.num_features  # folded to scale and shift
-    return 0
 
 
 def _input_shape(model: nn.Module, input_size) -> tuple[int, int, int]:
@@ -314,10 +287,10 @@ def summary(model: nn.Module, input_size, *, packed: bool = True, dataset: str |
 
     ``input_size`` is ``(c, h, w)``, ``(h, w)`` (channels taken from the first
     convolution) or an int for square images. With ``packed=True`` the model is
-    also exported to a temporary packed file whose exact size is reported (see
-    :func:`packed_size`); models the exporter does not support get ``n/a`` and a note.
-    ``dataset`` is recorded in that file as ``xnorpp export`` does (its
-    normalization), so the size is the one of the file users deploy.
+    also built into the packed graph :func:`xnorpp.export.export_model` would write, whose
+    exact file size is reported; models the exporter does not support get ``n/a`` and a
+    note. ``dataset`` is recorded as ``xnorpp export`` does (its normalization), so the size
+    is the one of the file users deploy.
     The model is left unchanged (it runs in eval mode under ``torch.no_grad``).
     """
     if not isinstance(model, nn.Module):
@@ -327,20 +300,12 @@ def summary(model: nn.Module, input_size, *, packed: bool = True, dataset: str |
     order: list[str] = []
     hooks = []
 
-    binary_outputs: dict[int, tuple[torch.Tensor, int]] = {}  # id → (tensor kept alive, out channels)
-
     def hook_for(name):
         def hook(module, args, output):
             if name in rows or not args or not isinstance(output, torch.Tensor):
                 return
             order.append(name)
             rows[name] = _count_layer(name, module, args[0], output)
-            if isinstance(module, BinaryLayer):
-                binary_outputs[id(output)] = (output, module.weight.shape[0])
-            elif isinstance(module, (nn.ReLU, nn.PReLU)) and id(args[0]) in binary_outputs:
-                # The exporter fuses an activation right after a binary layer into its output stage,
-                # storing one slope per output channel (0 for ReLU).
-                rows[name].packed_bits = FLOAT_BITS * binary_outputs[id(args[0])][1]
         return hook
 
     for name, module in model.named_modules():
@@ -365,39 +330,21 @@ def summary(model: nn.Module, input_size, *, packed: bool = True, dataset: str |
     seen = set(order)
     for name, module in model.named_modules():
         if name not in seen and not list(module.children()) and any(True for _ in module.parameters()):
-            row = _count_layer(name, module, x, torch.zeros(1, 0))
-            row.packed_bits = 0  # never run: not in the exported graph
-            result.layers.append(row)
+            result.layers.append(_count_layer(name, module, x, torch.zeros(1, 0)))  # not in the packed graph
     if packed:
+        from .. import export
+
         try:
-            result.packed_bytes, result.packed_tensor_bytes = packed_size(model, shape, dataset=dataset)
-        except Exception as err:  # the exporter refuses the model: report, don't fail the summary
+            graph, tensors = export.build_graph(model, shape[1:], dataset=dataset, in_channels=shape[0])
+        except (export.ExportError, ValueError) as err:  # the exporter refuses the model: report, don't fail
             result.packed_note = f"packed size not available: {err}"
+            return result
+        by_module: dict[str, int] = {}
+        for node in graph.nodes:
+            nbytes = sum(tensors[ref].nbytes for ref in node.params.values())
+            by_module[node.attrs.get("module", "")] = by_module.get(node.attrs.get("module", ""), 0) + nbytes
+        for row in result.layers:
+            row.packed_bits = 8 * by_module.get(row.name, 0)
+        result.packed_tensor_bytes = sum(t.nbytes for t in tensors.values())
+        result.packed_bytes = len(packed_format.encode(graph.to_json(), tensors))  # what export_model writes
     return result
-
-
-def packed_size(model: nn.Module, input_shape: Sequence[int], dataset: str | None = None) -> tuple[int, int]:
-    """(file bytes, tensor-data bytes) of the packed file that the exporter writes for ``model``.
-
-    The packed layout is defined in one place, :mod:`xnorpp.export`; this
-    function writes the file to a temporary folder and measures it, so the
-    summary always agrees with what a user deploys.
-    """
-    import tempfile
-    from pathlib import Path
-
-    from .. import export
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.xnor"
-        export.export_model(model, path, input_size=tuple(input_shape)[-2:], dataset=dataset)
-        return path.stat().st_size, safetensors_tensor_bytes(path)
-
-
-def safetensors_tensor_bytes(path) -> int:
-    """Sum of the tensor payload sizes recorded in a safetensors file's header."""
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    return sum(end - start for key, meta in header.items() if key != "__metadata__"
-               for start, end in [meta["data_offsets"]])

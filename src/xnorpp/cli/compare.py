@@ -6,8 +6,6 @@ from ..scaling import SCALINGS
 
 
 def register(subparsers) -> None:
-    from ..analysis.compare import DEFAULT_SCALINGS
-
     p = subparsers.add_parser(
         "compare", help="train one model with each scaling × seed, write comparison.md/.json",
         description="Train the same architecture with each scaling under one recipe and budget, each run in "
@@ -17,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="comparison folder (created or resumed)")
     p.add_argument("--model", default="fmnist-net", help="binary model name (default: fmnist-net)")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
-    p.add_argument("--scalings", nargs="+", default=list(DEFAULT_SCALINGS), metavar="S",
+    p.add_argument("--scalings", nargs="+", metavar="S",  # None: the library's DEFAULT_SCALINGS (all)
                    help=f"scalings to train (default: all); valid: {', '.join(list(SCALINGS) + ['float'])}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="N", help="seeds (default: 0)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
@@ -48,7 +46,7 @@ def _run(args) -> int:
     import shlex
     import sys
 
-    from ..analysis import compare
+    from ..analysis import DEFAULT_SCALINGS, compare
 
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("data_root", args.data_root),
                                  ("workers", args.workers), ("device", args.device), ("threads", args.threads),
@@ -62,8 +60,9 @@ def _run(args) -> int:
             raise ValueError(f"--model-opts must be a JSON object, got {args.model_opts!r}")
     if args.no_progress:
         options["progress"] = False
-    result = compare(args.out_dir, model=args.model, dataset=args.dataset, scalings=args.scalings,
-                     seeds=args.seeds, epochs=args.epochs, recipe=args.recipe, approx_images=args.approx_images,
+    scalings = args.scalings or list(DEFAULT_SCALINGS)
+    result = compare(args.out_dir, model=args.model, dataset=args.dataset, scalings=scalings, seeds=args.seeds,
+                     epochs=args.epochs, recipe=args.recipe, approx_images=args.approx_images,
                      command="xnorpp " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **options)
     print(result.markdown())
     return 0

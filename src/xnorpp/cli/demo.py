@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from . import missing_train_module
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train and evaluate XNOR-Net++ on Fashion-MNIST (what `make demo` runs)",
@@ -30,6 +32,8 @@ def run(args) -> int:
                         progress=not args.no_progress, train_subset=args.train_subset,
                         export=not args.no_export)
     except (ValueError, FileNotFoundError, ImportError) as err:
+        if missing_train_module(err):  # reported once, by xnorpp.cli.main
+            raise
         print(f"xnorpp demo: error: {err}", file=sys.stderr)
         return 2
     print_demo(demo)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from . import missing_train_module
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -113,6 +115,8 @@ def run(args) -> int:
             config = TrainConfig(**given, model_opts=opts)
         result = train(config)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        if missing_train_module(err):  # reported once, by xnorpp.cli.main
+            raise
         print(f"xnorpp train: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports

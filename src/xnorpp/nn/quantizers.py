@@ -1,7 +1,7 @@
 """Binarization with straight-through estimators (pseudo-gradients for sign).
 
 Forward, every estimator computes the same sign with the conventions that
-training and deployment share (DESIGN.md §2):
+training and deployment share (docs/design.md, Conventions):
 
 * ``sign(0) = +1`` — a packed bit has two values, so zero maps to +1;
 * ``sign(NaN) = NaN`` — a NaN is never silently turned into a valid sign: it

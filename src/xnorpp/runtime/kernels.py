@@ -260,6 +260,23 @@ def _pool_windows(out: int, size: int, k: int, stride: int, pad: int):
     return np.maximum(start, 0), np.minimum(end, size), end - start
 
 
+def _tap_sums(x: np.ndarray, kernel, stride, padding, out_hw) -> np.ndarray:
+    """Window sums of x (N, H, W, C) by adding the kernel's taps as strided views of the zero-padded input."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    top, left = padding[0], padding[2]
+    bottom = max(0, (oh - 1) * sh + kh - x.shape[1] - top)
+    right = max(0, (ow - 1) * sw + kw - x.shape[2] - left)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    total = np.zeros((x.shape[0], oh, ow, x.shape[3]), np.float32)
+    for ky in range(kh):
+        for kx in range(kw):
+            total += xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+    return total
+
+
+SMALL_WINDOW = 64  # taps up to which pooling adds strided views; larger windows use an integral image
+
+
 @kernel("avg_pool2d")
 def avg_pool(step: Step, t: Tensors) -> Kernel:
     a, node = step.node.attrs, step.node
@@ -269,7 +286,9 @@ def avg_pool(step: Step, t: Tensors) -> Kernel:
     rx0, rx1, span_x = _pool_windows(ow, w, a["kernel"][1], a["stride"][1], a["padding"][2])
     count = (span_y[:, None] * span_x[None, :] if a["count_include_pad"]
              else (ry1 - ry0)[:, None] * (rx1 - rx0)[None, :])
-    divisor = np.maximum(count, 1).astype(np.float64)[None, :, :, None]
+    divisor = np.maximum(count, 1).astype(np.float32)[None, :, :, None]
+    if a["kernel"][0] * a["kernel"][1] <= SMALL_WINDOW:
+        return lambda x: _tap_sums(x, a["kernel"], a["stride"], a["padding"], (oh, ow)) / divisor
     return lambda x: np.ascontiguousarray(_box_sums(x, (ry0, ry1), (rx0, rx1)) / divisor, dtype=np.float32)
 
 

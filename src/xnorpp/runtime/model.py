@@ -30,7 +30,7 @@ class PackedModel:
         self.preprocess = graph.meta.get("preprocess")
         self._tensors = Tensors(tensors)
         self.steps = plan(graph)
-        where = f"packed model {path!r}" if path else "packed model"
+        where = self._where = f"packed model {path!r}" if path else "packed model"
         self._fns = []
         for step in self.steps:
             try:
@@ -62,6 +62,8 @@ class PackedModel:
                              "for this resolution (spatial scaling and every layer's geometry are fixed)")
         if not x.flags.c_contiguous:
             raise ValueError("input array is not C-contiguous; pass numpy.ascontiguousarray(x)")
+        if np.isnan(x).any():
+            raise ValueError("input contains NaN; a NaN has no sign (the packed runtime refuses it)")
         return x
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -69,7 +71,13 @@ class PackedModel:
         x = self.check_input(x)
         values = {self.graph.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1))}
         for step, fn, free in zip(self.steps, self._fns, self._free):
-            values[step.output] = fn(*(values[v] for v in step.inputs))
+            try:
+                values[step.output] = fn(*(values[v] for v in step.inputs))
+            except ValueError as err:  # the input had none (checked above): the file's numbers overflow
+                if "NaN" not in str(err):
+                    raise
+                raise ModelFormatError(f"{self._where}: {step.node.where}: NaN appeared on this input (the "
+                                       "model's parameters overflow float32)") from None
             for v in free:
                 del values[v]
         return _to_nchw(values[self.graph.output])
