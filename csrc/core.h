@@ -65,9 +65,21 @@ struct FloatStage {
     bool relu = false;  // used when slope is null
 };
 
+// How an ISA unit wants its binary weights arranged (dispatch.cpp: prepare_weights).
+//   Words:  [G][blocks][taps][cw][lanes] 32-bit words (lane l = output channel l of the block).
+//   Nibbles: [G][blocks][taps][cw][byte j of the word][lanes/32][low|high nibble][32] bytes: the
+//            4-bit halves of every weight byte, one output channel per byte (AVX2's table-select
+//            popcount, isa_avx2.cpp). Twice the size of Words.
+enum class WeightLayout : int { Words = 0, Nibbles = 1 };
+
+// 32-bit words per block of one tap and input word (lanes output channels) in a layout.
+inline int64_t weight_words_per_tap_word(WeightLayout layout, int lanes) {
+    return layout == WeightLayout::Nibbles ? 2 * int64_t(lanes) : int64_t(lanes);
+}
+
 struct IsaKernels {
     const char* name;
-    int lanes;  // output channels per register tile (the weight block width)
+    int lanes;  // output channels per register tile (the weight block width); a multiple of 32
     // Pack NHWC floats ([npix][c]) into words; optional per-channel affine first. Returns false on NaN.
     bool (*pack)(const float* x, int64_t npix, int64_t c, int64_t groups, const float* mul, const float* add,
                  uint32_t* out);
@@ -78,6 +90,7 @@ struct IsaKernels {
     // Float convolution, groups 1, on an input already padded (s.h, s.w include the padding;
     // s.pt = s.pl = 0) with weights blocked [O/float_lanes][KH][KW][C][float_lanes]; out [N*OH*OW][O].
     void (*float_conv)(const ConvShape& s, const float* x, const float* wblocks, const FloatStage& st, float* out);
+    WeightLayout weight_layout;  // how prepare_weights arranges the blocks conv reads
 };
 
 const IsaKernels* kernels_avx512();
@@ -85,8 +98,8 @@ const IsaKernels* kernels_avx2();
 const IsaKernels* kernels_portable();
 
 // Thread pool with passive waiting (condition variables, never spinning).
-// Splits [0, n) over the threads, but never into parts of less than ~min_part_cost work
-// (cost_per_item units each, ~1 unit = 1 packed word op): waking a thread costs microseconds.
+// Splits [0, n) over the threads, but never into parts of less than ~20000 cycles of work
+// (cost_per_item: estimated cycles of one item): waking a thread costs microseconds.
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item = 1e9);
 int num_threads();
 void set_num_threads(int n);

@@ -1,5 +1,6 @@
 // Instruction-set dispatch (chosen once from the CPU, or forced by XNORPP_ISA), the thread
 // pool, and the ISA-independent weight preparation.
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -85,10 +86,15 @@ const IsaKernels* isa_by_name(const std::string& name) { return kernels_by_name(
 
 // ---------------------------------------------------------------- thread pool
 namespace {
+// Workers wait on a condition variable (never spin). A parallel region hands out chunks from an
+// atomic counter; the caller works too and, once no chunk is left, closes the region and waits
+// only for the workers that joined it. A worker that wakes after that (its core was busy with
+// another process) finds the region closed and goes back to sleep, so a descheduled worker
+// costs the caller nothing beyond the chunk it may hold.
 class Pool {
 public:
     explicit Pool(int n) : size_(n) {
-        for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+        for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
     }
     ~Pool() {
         {
@@ -99,46 +105,60 @@ public:
         for (auto& t : workers_) t.join();
     }
     int size() const { return size_; }
-    // Runs job(i) for i in [0, parts) on the caller and parts-1 workers; waits passively.
-    void run(int parts, const std::function<void(int)>& job) {
+    // Runs chunk(c) for every c in [0, chunks) on the caller and up to helpers workers.
+    void run(int helpers, int64_t chunks, const std::function<void(int64_t)>& chunk) {
         {
             std::lock_guard<std::mutex> lock(m_);
-            job_ = &job;
-            parts_ = parts;
-            pending_ = parts - 1;
+            job_ = &chunk;
+            chunks_ = chunks;
+            next_.store(0, std::memory_order_relaxed);
+            seats_ = helpers;
+            open_ = true;
             ++generation_;
         }
-        cv_.notify_all();
-        job(0);
+        if (helpers >= size_ - 1) cv_.notify_all();
+        else
+            for (int i = 0; i < helpers; ++i) cv_.notify_one();
+        work(chunk, chunks);
         std::unique_lock<std::mutex> lock(m_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        open_ = false;  // late workers stay out
+        done_.wait(lock, [this] { return active_ == 0; });
         job_ = nullptr;
     }
 
 private:
-    void loop(int index) {
+    void work(const std::function<void(int64_t)>& chunk, int64_t chunks) {
+        for (int64_t c; (c = next_.fetch_add(1, std::memory_order_relaxed)) < chunks;) chunk(c);
+    }
+    void loop() {
         uint64_t seen = 0;
         for (;;) {
-            const std::function<void(int)>* job;
+            const std::function<void(int64_t)>* job;
+            int64_t chunks;
             {
                 std::unique_lock<std::mutex> lock(m_);
-                cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                cv_.wait(lock, [&] { return stop_ || (generation_ != seen && open_ && seats_ > 0); });
                 if (stop_) return;
                 seen = generation_;
-                if (index >= parts_) continue;
+                --seats_;
+                ++active_;
                 job = job_;
+                chunks = chunks_;
             }
-            (*job)(index);
+            work(*job, chunks);
             std::lock_guard<std::mutex> lock(m_);
-            if (--pending_ == 0) done_.notify_one();
+            if (--active_ == 0) done_.notify_one();
         }
     }
     int size_;
     std::vector<std::thread> workers_;
     std::mutex m_;
     std::condition_variable cv_, done_;
-    const std::function<void(int)>* job_ = nullptr;
-    int parts_ = 0, pending_ = 0;
+    const std::function<void(int64_t)>* job_ = nullptr;
+    int64_t chunks_ = 0;
+    std::atomic<int64_t> next_{0};
+    int seats_ = 0, active_ = 0;
+    bool open_ = false;
     uint64_t generation_ = 0;
     bool stop_ = false;
 };
@@ -166,7 +186,7 @@ int num_threads() {
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(n));
     std::lock_guard<std::mutex> lock(g_pool_mutex);
-    if (g_pool && g_pool->size() != n) {
+    if (g_pool && g_pool->size() < n) {  // a larger pool is kept: its extra workers just sleep
         delete g_pool;
         g_pool = nullptr;
     }
@@ -175,17 +195,25 @@ void set_num_threads(int n) {
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item) {
     if (n <= 0) return;
-    constexpr double kMinPartCost = 20000.0;  // ~10 µs of kernel work per thread at least
+    constexpr double kMinPartCost = 20000.0;   // cycles: ~6 µs of kernel work per thread at least
+    constexpr double kMinChunkCost = 5000.0;   // cycles per chunk handed out
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     if (g_threads == 0) g_threads = default_threads();
-    const double by_cost = std::max(1.0, static_cast<double>(n) * cost_per_item / kMinPartCost);
-    const int parts = static_cast<int>(std::min<double>({static_cast<double>(g_threads), static_cast<double>(n), by_cost}));
+    const double total = static_cast<double>(n) * cost_per_item;
+    const int parts = static_cast<int>(std::min<double>({static_cast<double>(g_threads), static_cast<double>(n),
+                                                         std::max(1.0, total / kMinPartCost)}));
     if (parts <= 1) {
         fn(0, n);
         return;
     }
-    if (!g_pool) g_pool = new Pool(g_threads);
-    g_pool->run(parts, [&](int i) { fn(n * i / parts, n * (i + 1) / parts); });
+    if (!g_pool || g_pool->size() < parts) {
+        delete g_pool;
+        g_pool = new Pool(g_threads);
+    }
+    // Several chunks per thread, so that a thread slowed by another process is made up for.
+    const int64_t chunks = static_cast<int64_t>(
+        std::min<double>({static_cast<double>(n), 8.0 * parts, std::max<double>(parts, total / kMinChunkCost)}));
+    g_pool->run(parts - 1, chunks, [&](int64_t c) { fn(n * c / chunks, n * (c + 1) / chunks); });
 }
 
 // ---------------------------------------------------------------- clock estimate
@@ -223,13 +251,15 @@ void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_
                 }
 }
 
-PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
-                                int64_t groups, int lanes) {
+static PreparedWeights prepare_weights_as(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                          int64_t groups, int lanes, WeightLayout layout) {
     const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups;
-    const int64_t nblocks = (og + lanes - 1) / lanes;
+    const int64_t nblocks = (og + lanes - 1) / lanes, chunk = weight_words_per_tap_word(layout, lanes);
     PreparedWeights pw;
     pw.lanes = lanes;
-    pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * lanes), 0u);
+    pw.layout = layout;
+    pw.blocks.assign(static_cast<size_t>(groups * nblocks * taps * cw * chunk), 0u);
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(pw.blocks.data());
     const int64_t ostride = padded_channels(o);
     pw.tapsum.assign(static_cast<size_t>(taps * ostride), 0);
     for (int64_t oo = 0; oo < o; ++oo) {
@@ -238,13 +268,39 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
             int32_t negatives = 0;
             for (int64_t k = 0; k < cw; ++k) {
                 const uint32_t word = words[(oo * taps + t) * cw + k];
-                pw.blocks[(((g * nblocks + ob) * taps + t) * cw + k) * lanes + l] = word;
+                const int64_t at = (((g * nblocks + ob) * taps + t) * cw + k) * chunk;  // in words
+                if (layout == WeightLayout::Words) {
+                    pw.blocks[at + l] = word;
+                } else {  // [byte j][lanes/32][low|high][32]: one channel per byte
+                    for (int j = 0; j < 4; ++j)
+                        for (int half = 0; half < 2; ++half)
+                            bytes[at * 4 + (j * (lanes / 32) + l / 32) * 64 + half * 32 + l % 32] =
+                                static_cast<uint8_t>((word >> (8 * j + 4 * half)) & 15u);
+                }
                 negatives += static_cast<int32_t>(popcount32_swar(word));
             }
             pw.tapsum[t * ostride + oo] = static_cast<int32_t>(cg) - 2 * negatives;  // Σ_c sign(w)
         }
     }
     return pw;
+}
+
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, const IsaKernels& isa) {
+    return prepare_weights_as(words, o, cg, kh, kw, groups, isa.lanes, isa.weight_layout);
+}
+
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, int lanes) {
+    const IsaKernels* found = nullptr;
+    for (const IsaKernels* k : {kernels_avx512(), kernels_avx2(), kernels_portable()}) {
+        if (k->lanes != lanes) continue;
+        if (found && found->weight_layout != k->weight_layout)
+            throw std::logic_error("prepare_weights: " + std::to_string(lanes) + " lanes name two weight layouts");
+        found = k;
+    }
+    if (!found) throw std::invalid_argument("prepare_weights: no kernel has " + std::to_string(lanes) + " lanes");
+    return prepare_weights(words, o, cg, kh, kw, groups, *found);
 }
 
 std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes) {

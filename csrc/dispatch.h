@@ -21,9 +21,15 @@ void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_
 
 struct PreparedWeights {
     int lanes = 0;
-    std::vector<uint32_t> blocks;  // [G][blocks][taps][cw][lanes]
+    WeightLayout layout = WeightLayout::Words;
+    std::vector<uint32_t> blocks;  // [G][blocks][taps][cw][...] in `layout` (core.h)
     std::vector<int32_t> tapsum;   // [taps][padded_channels(O)]: Σ_c sign(w) of each tap (exact zero padding)
 };
+// Weights for the kernels of `isa` (its lanes and weight layout).
+PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                int64_t groups, const IsaKernels& isa);
+// The same, for the unit whose register tile is `lanes` wide (the lane counts of the units name
+// their layouts unambiguously; throws otherwise).
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                 int64_t groups, int lanes);
 

@@ -1,6 +1,14 @@
-// AVX2 kernels: 16 output channels (two ymm of 32-bit lanes) x 4 pixels per register tile.
-// AVX2 has no vector popcount: bytes are counted with a nibble lookup (vpshufb) into 8-bit
-// accumulators, widened to 32-bit lanes every 31 words (before a byte can overflow).
+// AVX2 kernels: 64 output channels (one channel per byte, two ymm) x 4 pixels per register tile.
+//
+// AVX2 has no vector popcount. Instead of counting the bits of (activation xor weight) with a
+// nibble lookup (xor, and, shift, and, 2 vpshufb, 2 adds: 8 vector ops per 256 bit-MACs), the
+// activation selects the lookup table: for an activation nibble a, T_a[w] = popcount(a xor w) for
+// the 16 weight nibbles w, and one vpshufb of T_a by 32 weight nibbles (one output channel per
+// byte, weights pre-split by prepare_weights, WeightLayout::Nibbles) gives 32 channels x 4 bits.
+// Per activation byte and 64 channels: 2 table loads (the low and high nibble tables of that byte,
+// kNibbleTables), 4 vpshufb, 4 byte adds = 512 bit-MACs for 8 vector ops, twice the nibble LUT.
+// Byte counts are widened to 16 bits every 7 words (28 bytes x at most 8 < 256) and to 32 bits at
+// the end (or every 128 widenings, before a 16-bit count could overflow).
 // Built with -mavx2 -mfma -mpopcnt (CMakeLists.txt).
 #include "core.h"
 
@@ -11,65 +19,111 @@ namespace xnorpp {
 namespace isa_avx2 {
 
 constexpr const char* kIsaName = "avx2";
-constexpr int L = 16, P = 4;
+constexpr int L = 64, P = 4;
+constexpr WeightLayout kWeightLayout = WeightLayout::Nibbles;
+
+// kNibbleTables.t[a]: for an activation byte a, 32 bytes popcount((a & 15) ^ (i & 15)) then
+// 32 bytes popcount((a >> 4) ^ (i & 15)), i = 0..31 (vpshufb looks up within 16-byte halves).
+struct NibbleTables {
+    alignas(64) uint8_t t[256][64];
+    constexpr NibbleTables() : t() {
+        for (int a = 0; a < 256; ++a)
+            for (int i = 0; i < 32; ++i) {
+                const int lo = (a & 15) ^ (i & 15), hi = (a >> 4) ^ (i & 15);
+                t[a][i] = static_cast<uint8_t>((lo & 1) + (lo >> 1 & 1) + (lo >> 2 & 1) + (lo >> 3 & 1));
+                t[a][32 + i] = static_cast<uint8_t>((hi & 1) + (hi >> 1 & 1) + (hi >> 2 & 1) + (hi >> 3 & 1));
+            }
+    }
+};
+alignas(64) static constexpr NibbleTables kNibbleTables{};
 
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,
                   const uint32_t* wb, int32_t* pc) {
     const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low4 = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    // Register accumulators are plain arrays indexed by fully unrolled loops, never captured
-    // or address-taken (a lambda capturing them had moved them all to the stack).
-    // The byte counts live in registers (2 per pixel); the 32-bit sums, touched once every 31
-    // words, live in memory so that the 16 ymm registers suffice without spills in the loop.
-    __m256i c0[NP], c1[NP];  // per-byte counts (at most 31 words of 8 bits each)
-    alignas(32) int32_t sums[NP][L] = {};
+    const uint8_t* tables = &kNibbleTables.t[0][0];
+    // Register accumulators are plain arrays indexed by fully unrolled loops, never captured or
+    // address-taken. The 16-bit sums, touched once every 7 words, live in memory.
+    __m256i acc[NP][2];
+    alignas(32) int16_t s16[NP][2][2][16] = {};  // [pixel][32-channel half][16-channel quarter]
+    alignas(32) int32_t s32[NP][L] = {};
+    bool wide = false;
 #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p) c0[p] = c1[p] = _mm256_setzero_si256();
-    auto widen = [](__m256i* sum, __m256i counts, __m256i ones8, __m256i ones16) {
-        _mm256_store_si256(sum, _mm256_add_epi32(_mm256_load_si256(sum),
-                                                 _mm256_madd_epi16(_mm256_maddubs_epi16(counts, ones8), ones16)));
+    for (int p = 0; p < NP; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_si256();
+    auto widen16 = [](int16_t* sum, __m256i counts) {
+        __m256i* s0 = reinterpret_cast<__m256i*>(sum);
+        __m256i* s1 = reinterpret_cast<__m256i*>(sum + 16);
+        _mm256_store_si256(s0, _mm256_add_epi16(_mm256_load_si256(s0), _mm256_cvtepu8_epi16(_mm256_castsi256_si128(counts))));
+        _mm256_store_si256(s1, _mm256_add_epi16(_mm256_load_si256(s1), _mm256_cvtepu8_epi16(_mm256_extracti128_si256(counts, 1))));
     };
-    int filled = 0;
+    auto widen32 = [](int32_t* sum, const int16_t* s) {  // 32 channels, then clear the 16-bit sums
+        for (int q = 0; q < 4; ++q) {
+            __m256i* d = reinterpret_cast<__m256i*>(sum + 8 * q);
+            const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(s + 8 * q));
+            _mm256_store_si256(d, _mm256_add_epi32(_mm256_load_si256(d), _mm256_cvtepu16_epi32(v)));
+        }
+    };
+    int filled = 0, widened = 0;
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(wb);
     for (int64_t t = 0; t < taps; ++t) {
-        const uint32_t* a[NP];
+        const uint8_t* a[NP];
 #pragma GCC unroll 16
-        for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
-        const uint32_t* w = wb + t * cw * L;
-        for (int64_t k = 0; k < cw; ++k, w += L) {
-            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8));
+        for (int p = 0; p < NP; ++p) a[p] = reinterpret_cast<const uint8_t*>(ind[p * taps + t] + goff);
+        for (int64_t k = 0; k < cw; ++k) {
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j, w += 128) {
+                const __m256i wl0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+                const __m256i wh0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
+                const __m256i wl1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64));
+                const __m256i wh1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 96));
 #pragma GCC unroll 16
-            for (int p = 0; p < NP; ++p) {
-                const __m256i b = _mm256_set1_epi32(static_cast<int>(a[p][k]));
-                const __m256i v0 = _mm256_xor_si256(b, w0), v1 = _mm256_xor_si256(b, w1);
-                c0[p] = _mm256_add_epi8(c0[p], _mm256_add_epi8(
-                    _mm256_shuffle_epi8(lut, _mm256_and_si256(v0, low4)),
-                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v0, 4), low4))));
-                c1[p] = _mm256_add_epi8(c1[p], _mm256_add_epi8(
-                    _mm256_shuffle_epi8(lut, _mm256_and_si256(v1, low4)),
-                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4))));
+                for (int p = 0; p < NP; ++p) {
+                    const uint8_t* e = tables + (static_cast<size_t>(a[p][4 * k + j]) << 6);
+                    const __m256i tl = _mm256_load_si256(reinterpret_cast<const __m256i*>(e));
+                    const __m256i th = _mm256_load_si256(reinterpret_cast<const __m256i*>(e + 32));
+                    acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(tl, wl0),
+                                                                           _mm256_shuffle_epi8(th, wh0)));
+                    acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(tl, wl1),
+                                                                           _mm256_shuffle_epi8(th, wh1)));
+                    // Keep each step's sum in its register: without this GCC reassociated the byte
+                    // adds of the unrolled steps into one tree and spilled every shuffle result.
+                    asm("" : "+x"(acc[p][0]), "+x"(acc[p][1]));
+                }
             }
-            if (++filled == 31) {  // widen the byte counts before they can overflow
+            if (++filled == 7) {  // widen the byte counts before they can overflow
                 filled = 0;
 #pragma GCC unroll 16
                 for (int p = 0; p < NP; ++p) {
-                    widen(reinterpret_cast<__m256i*>(sums[p]), c0[p], ones8, ones16);
-                    widen(reinterpret_cast<__m256i*>(sums[p] + 8), c1[p], ones8, ones16);
-                    c0[p] = c1[p] = _mm256_setzero_si256();
+                    widen16(s16[p][0][0], acc[p][0]);
+                    widen16(s16[p][1][0], acc[p][1]);
+                    acc[p][0] = acc[p][1] = _mm256_setzero_si256();
+                }
+                if (++widened == 128) {  // 128 x 224 < 2^15: move the 16-bit sums on
+                    widened = 0;
+                    wide = true;
+                    for (int p = 0; p < NP; ++p) {
+                        widen32(s32[p], s16[p][0][0]);
+                        widen32(s32[p] + 32, s16[p][1][0]);
+                    }
+                    std::fill(&s16[0][0][0][0], &s16[0][0][0][0] + NP * 64, int16_t(0));
                 }
             }
         }
     }
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
-        widen(reinterpret_cast<__m256i*>(sums[p]), c0[p], ones8, ones16);
-        widen(reinterpret_cast<__m256i*>(sums[p] + 8), c1[p], ones8, ones16);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L), _mm256_load_si256(reinterpret_cast<__m256i*>(sums[p])));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L + 8),
-                            _mm256_load_si256(reinterpret_cast<__m256i*>(sums[p] + 8)));
+        widen16(s16[p][0][0], acc[p][0]);
+        widen16(s16[p][1][0], acc[p][1]);
+        if (wide) {
+            widen32(s32[p], s16[p][0][0]);
+            widen32(s32[p] + 32, s16[p][1][0]);
+            std::copy(s32[p], s32[p] + L, pc + p * L);
+        } else {
+            for (int q = 0; q < 8; ++q)
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * L + 8 * q),
+                                    _mm256_cvtepu16_epi32(_mm_load_si128(
+                                        reinterpret_cast<const __m128i*>(&s16[p][0][0][0] + 8 * q))));
+        }
     }
 }
 
@@ -88,12 +142,13 @@ static inline bool pack_word(const float* x, int count, const float* mul, const 
     return nan != 0;
 }
 
-static inline uint32_t lanes_to_bits(const float* z, int n) {  // z holds L = 16 lanes, n of them valid
+static inline uint32_t lanes_to_bits(const float* z, int n) {  // z holds 32 readable lanes, n <= 32 valid
     const __m256 zero = _mm256_setzero_ps();
-    const uint32_t bits = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z), zero, _CMP_LT_OQ))) |
-                          static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + 8), zero,
-                                                                                 _CMP_LT_OQ))) << 8;
-    return bits & ((1u << n) - 1u);  // n <= L = 16
+    uint32_t bits = 0;
+    for (int j = 0; j < 4; ++j)
+        bits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(z + 8 * j), zero, _CMP_LT_OQ)))
+                << (8 * j);
+    return n >= 32 ? bits : bits & ((1u << n) - 1u);
 }
 
 // Words per tap unrolled at compile time (helps the 2-word layers of ResNet's first stage).

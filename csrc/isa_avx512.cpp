@@ -32,6 +32,7 @@ namespace isa_avx512 {
 
 constexpr const char* kIsaName = "avx512";
 constexpr int L = 32, P = 12;
+constexpr WeightLayout kWeightLayout = WeightLayout::Words;
 
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,

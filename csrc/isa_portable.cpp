@@ -1,5 +1,5 @@
 // Portable C++ kernels (any x86-64 or other CPU): SWAR popcount, no instruction-set flags,
-// so no library popcount call either. 16 output channels x 4 pixels per tile; the lane
+// so no library popcount call either. 32 output channels x 4 pixels per tile; the lane
 // loops are simple enough for the compiler's baseline auto-vectorizer.
 #include "core.h"
 
@@ -7,7 +7,8 @@ namespace xnorpp {
 namespace isa_portable {
 
 constexpr const char* kIsaName = "portable";
-constexpr int L = 16, P = 4;
+constexpr int L = 32, P = 4;
+constexpr WeightLayout kWeightLayout = WeightLayout::Words;
 
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,

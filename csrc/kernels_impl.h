@@ -6,6 +6,7 @@
 //   uint32_t lanes_to_bits(z, n);            bit l = (z[l] < 0)
 //   VBYTES                                   vector width in bytes for the output stage
 //   constexpr int kUnrolledWords;            words per tap unrolled at compile time (0..4)
+//   constexpr WeightLayout kWeightLayout;    how micro reads its weight blocks (core.h)
 // Everything here is compiled with that unit's instruction-set flags.
 using MicroFn = void (*)(const uint32_t* const*, int64_t, int64_t, int64_t, const uint32_t*, int32_t*);
 
@@ -47,6 +48,9 @@ static bool pack_impl(const float* x, int64_t npix, int64_t c, int64_t groups, c
 // Vectors of the unit's width (GCC/Clang vector extensions): VBYTES is defined by the unit.
 constexpr int VW = VBYTES / 4;
 static_assert(L % VW == 0, "the tile width must be a multiple of the vector width");
+// Whole 32-bit output words per block: a packed output word is written by one block, so blocks
+// of the same pixel can run on different threads.
+static_assert(L % 32 == 0, "the tile width must be a multiple of 32 channels");
 typedef float vfloat __attribute__((vector_size(VBYTES)));
 typedef int32_t vint __attribute__((vector_size(VBYTES)));
 static inline vfloat load_f(const float* p) { vfloat v; __builtin_memcpy(&v, p, sizeof v); return v; }
@@ -111,18 +115,21 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
             for (int l = 0; l < nv; ++l) out[l] = y[l];
         return;
     }
-    // Packed output (groups == 1, so o0 % 32 + nv <= 32): the first block of a word assigns it.
+    // Packed output (groups == 1, so o0 % 32 == 0): whole words, 32 lanes each.
     uint32_t* out = static_cast<uint32_t*>(st.out) + q * words_for(s.o) + o0 / 32;
-    const uint32_t bits = lanes_to_bits(y, nv) << (o0 % 32);
-    *out = (o0 % 32 == 0) ? bits : (*out | bits);
+    for (int l = 0; l < nv; l += 32) out[l / 32] = lanes_to_bits(y + l, std::min(32, nv - l));
 }
 
+// Work items: (group, block of L output channels, tile of P pixels), block-major, so that a
+// thread's share of a deep layer reads only its blocks' weights, and a layer with few pixels
+// (7x7 at batch 1) still splits over both pixels and channels.
 static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wblocks, const int32_t* tapsum,
                       const Stage& st) {
-    const int64_t cg = s.cg(), og = s.og(), cw = s.cw(), pw = s.pixel_words(), taps = s.taps();
-    const int64_t nblocks = (og + L - 1) / L;
+    const int64_t og = s.og(), cw = s.cw(), pw = s.pixel_words(), taps = s.taps();
+    const int64_t nblocks = (og + L - 1) / L, nitems_b = s.groups * nblocks;
     const int64_t npix = s.n * s.oh * s.ow, ntiles = (npix + P - 1) / P;
-    const int32_t ktot = static_cast<int32_t>(cg * taps);
+    const int64_t wblock = taps * cw * weight_words_per_tap_word(kWeightLayout, L);  // words per block
+    const int32_t ktot = static_cast<int32_t>(s.cg() * taps);
     const auto& micro_row = kMicro[cw <= kUnrolledWords ? cw : 0];
 
     // What an out-of-image tap reads: +1 (0 bits) for zero and +1 padding, -1 on the true channels.
@@ -130,7 +137,7 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
     if (s.pad == PadMode::MinusOne)
         for (int64_t g = 0; g < s.groups; ++g)
             for (int64_t k = 0; k < cw; ++k) {
-                const int64_t valid = std::min<int64_t>(32, cg - k * 32);
+                const int64_t valid = std::min<int64_t>(32, s.cg() - k * 32);
                 padbuf[g * cw + k] = valid == 32 ? 0xffffffffu : ((1u << valid) - 1u);
             }
 
@@ -140,52 +147,56 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
         for (int64_t kx = 0; kx < s.kw; ++kx) tap_offset[ky * s.kw + kx] = (ky * s.dh * s.w + kx * s.dw) * pw;
     const int64_t span_h = s.dh * (s.kh - 1), span_w = s.dw * (s.kw - 1);
 
-    parallel_for(ntiles, [&](int64_t tb, int64_t te) {
+    // Estimated cycles per item (kernel ~100 binary MACs per cycle, stage ~1 cycle per 8 outputs).
+    const double item_cost = double(P) * L * (taps * cw * 32 / 100.0 + 0.125);
+    parallel_for(nitems_b * ntiles, [&](int64_t ib, int64_t ie) {
         std::vector<const uint32_t*> ind(static_cast<size_t>(P * taps));
         alignas(64) int32_t pc[P * L];
         bool border[P];
         int64_t oys[P], oxs[P];
-        for (int64_t tile = tb; tile < te; ++tile) {
+        int64_t have_tile = -1;
+        int np = 0;
+        for (int64_t item = ib; item < ie; ++item) {
+            const int64_t gb = item / ntiles, tile = item % ntiles, g = gb / nblocks, ob = gb % nblocks;
             const int64_t q0 = tile * P;
-            const int np = static_cast<int>(std::min<int64_t>(P, npix - q0));
-            // Pixel coordinates: divide once per tile, then step (divisions cost more than a tap).
-            int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;
-            for (int i = 0; i < np; ++i) {
-                oys[i] = oy;
-                oxs[i] = ox;
-                const uint32_t* img = x + n * s.h * s.w * pw;
-                const int64_t iy0 = oy * s.sh - s.pt, ix0 = ox * s.sw - s.pl;
-                border[i] = iy0 < 0 || ix0 < 0 || iy0 + span_h >= s.h || ix0 + span_w >= s.w;
-                const uint32_t** pi = ind.data() + i * taps;
-                if (!border[i]) {
-                    const uint32_t* origin = img + (iy0 * s.w + ix0) * pw;
-                    for (int64_t t = 0; t < taps; ++t) pi[t] = origin + tap_offset[t];
-                } else {
-                    for (int64_t ky = 0; ky < s.kh; ++ky) {
-                        const int64_t iy = iy0 + ky * s.dh;
-                        for (int64_t kx = 0; kx < s.kw; ++kx) {
-                            const int64_t ix = ix0 + kx * s.dw;
-                            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
-                            pi[ky * s.kw + kx] = inside ? img + (iy * s.w + ix) * pw : padbuf.data();
+            if (tile != have_tile) {  // indirection of the tile's windows
+                have_tile = tile;
+                np = static_cast<int>(std::min<int64_t>(P, npix - q0));
+                // Pixel coordinates: divide once per tile, then step (divisions cost more than a tap).
+                int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;
+                for (int i = 0; i < np; ++i) {
+                    oys[i] = oy;
+                    oxs[i] = ox;
+                    const uint32_t* img = x + n * s.h * s.w * pw;
+                    const int64_t iy0 = oy * s.sh - s.pt, ix0 = ox * s.sw - s.pl;
+                    border[i] = iy0 < 0 || ix0 < 0 || iy0 + span_h >= s.h || ix0 + span_w >= s.w;
+                    const uint32_t** pi = ind.data() + i * taps;
+                    if (!border[i]) {
+                        const uint32_t* origin = img + (iy0 * s.w + ix0) * pw;
+                        for (int64_t t = 0; t < taps; ++t) pi[t] = origin + tap_offset[t];
+                    } else {
+                        for (int64_t ky = 0; ky < s.kh; ++ky) {
+                            const int64_t iy = iy0 + ky * s.dh;
+                            for (int64_t kx = 0; kx < s.kw; ++kx) {
+                                const int64_t ix = ix0 + kx * s.dw;
+                                const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+                                pi[ky * s.kw + kx] = inside ? img + (iy * s.w + ix) * pw : padbuf.data();
+                            }
                         }
                     }
-                }
-                if (++ox == s.ow) {
-                    ox = 0;
-                    if (++oy == s.oh) oy = 0, ++n;
+                    if (++ox == s.ow) {
+                        ox = 0;
+                        if (++oy == s.oh) oy = 0, ++n;
+                    }
                 }
             }
-            for (int64_t g = 0; g < s.groups; ++g)
-                for (int64_t ob = 0; ob < nblocks; ++ob) {
-                    const uint32_t* wb = wblocks + (g * nblocks + ob) * taps * cw * L;
-                    micro_row[np - 1](ind.data(), taps, cw, g * cw, wb, pc);
-                    const int64_t o0 = g * og + ob * L;
-                    const int nv = static_cast<int>(std::min<int64_t>(L, og - ob * L));
-                    for (int i = 0; i < np; ++i)
-                        output_stage(s, st, pc + i * L, border[i], q0 + i, oys[i], oxs[i], o0, nv, tapsum, ktot);
-                }
+            micro_row[np - 1](ind.data(), taps, cw, g * cw, wblocks + gb * wblock, pc);
+            const int64_t o0 = g * og + ob * L;
+            const int nv = static_cast<int>(std::min<int64_t>(L, og - ob * L));
+            for (int i = 0; i < np; ++i)
+                output_stage(s, st, pc + i * L, border[i], q0 + i, oys[i], oxs[i], o0, nv, tapsum, ktot);
         }
-    }, static_cast<double>(s.groups * nblocks * (taps * cw * P + P * L)));
+    }, item_cost);
 }
 
 // ---- Float direct convolution: the real layers (the stem conv, the shortcut 1x1 convs) ----
@@ -252,21 +263,27 @@ static void float_conv_impl(const ConvShape& s, const float* x, const float* wbl
     const bool one_run = s.dw == 1;  // a kernel row is then one contiguous run of KW*C floats
     const int64_t nseg = one_run ? 1 : s.kw, seg_len = one_run ? s.kw * s.c : s.c, seg_step = s.dw * s.c;
     const int64_t row_step = s.dh * s.w * s.c;
-    parallel_for(ntiles, [&](int64_t tb, int64_t te) {
+    // Items (block of FL output channels, tile of FP pixels), block-major like the binary kernel.
+    parallel_for(nblocks * ntiles, [&](int64_t ib, int64_t ie) {
         const float* px[FP];
         alignas(64) float acc[FP * FL];
-        for (int64_t tile = tb; tile < te; ++tile) {
-            const int64_t q0 = tile * FP;
-            const int np = static_cast<int>(std::min<int64_t>(FP, npix - q0));
-            int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;  // then step
-            for (int i = 0; i < np; ++i) {
-                px[i] = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * s.c;
-                if (++ox == s.ow) {
-                    ox = 0;
-                    if (++oy == s.oh) oy = 0, ++n;
+        int64_t have_tile = -1;
+        int np = 0;
+        for (int64_t item = ib; item < ie; ++item) {
+            const int64_t ob = item / ntiles, tile = item % ntiles, q0 = tile * FP;
+            if (tile != have_tile) {
+                have_tile = tile;
+                np = static_cast<int>(std::min<int64_t>(FP, npix - q0));
+                int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;  // then step
+                for (int i = 0; i < np; ++i) {
+                    px[i] = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * s.c;
+                    if (++ox == s.ow) {
+                        ox = 0;
+                        if (++oy == s.oh) oy = 0, ++n;
+                    }
                 }
             }
-            for (int64_t ob = 0; ob < nblocks; ++ob) {
+            {
                 kFloatMicro[np - 1](px, s.kh, row_step, nseg, seg_step, seg_len, wblocks + ob * kdim * FL, acc);
                 const int64_t o0 = ob * FL;
                 const int nv = static_cast<int>(std::min<int64_t>(FL, s.o - o0));
@@ -288,7 +305,7 @@ static void float_conv_impl(const ConvShape& s, const float* x, const float* wbl
                 }
             }
         }
-    }, static_cast<double>(nblocks * kdim * FP * FL / VW));
+    }, static_cast<double>(kdim * FP * FL / VW) / 2.0);  // ~2 vector FMAs per cycle
 }
 
-static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl};
+static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl, kWeightLayout};

@@ -10,6 +10,8 @@
 // Result on this project's AMD EPYC (no AVX-512), 2026-11-26: avx512: 937 binary convolutions,
 // 0 mismatches; 184 float convolutions, all bit-identical (SIMDe has no FMA here). avx2: the same
 // binary results; float within 5.5e-7 of the portable multiply-add (FMA rounds once).
+// On a Zen 4 EPYC (AVX-512 VPOPCNTDQ native, AVX2's table-select kernel), 2026-11-27: avx2 and
+// avx512 both 0 mismatches on 946 binary convolutions (including K > 2^15), float within 8e-7.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -34,7 +36,8 @@ int main(int argc, char** argv) {
     for (int trial = 0; trial < 400; ++trial) {
         ConvShape s;
         s.groups = uni(1, 3);
-        const int64_t cg = uni(1, 140), og = uni(1, 70);
+        // The last trials have K > 2^15 (AVX2 moves its 16-bit sums to 32 bits on the way).
+        const int64_t cg = trial >= 394 ? uni(30000, 40000) : uni(1, 140), og = uni(1, 70);
         s.c = cg * s.groups;
         s.o = og * s.groups;
         s.kh = uni(1, 5);
@@ -71,8 +74,8 @@ int main(int argc, char** argv) {
         }
         std::vector<uint32_t> words(s.o * s.kh * s.kw * s.cw());
         pack_weights_oihw(w.data(), s.o, cg, s.kh, s.kw, words.data());
-        PreparedWeights pr_ref = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, ref->lanes);
-        PreparedWeights pr_test = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, test->lanes);
+        PreparedWeights pr_ref = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, *ref);
+        PreparedWeights pr_test = prepare_weights(words.data(), s.o, cg, s.kh, s.kw, s.groups, *test);
         std::vector<float> scale(s.ostride, 0.f), bias(s.ostride, 0.f), slope(s.ostride, 0.f), pm(s.ostride, 0.f),
             pa(s.ostride, 0.f), smap(s.oh * s.ow * s.ostride, 0.f), kmap(nout);
         for (int64_t o = 0; o < s.o; ++o) {

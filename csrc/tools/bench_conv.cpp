@@ -1,0 +1,112 @@
+// Development benchmark: binary MACs per cycle of each instruction-set unit's convolution on the
+// ResNet-18 3x3 layer shapes (batch 1, packed input, int32 or fused float output), timed in
+// interleaved rounds, best round. With 1 thread, time is the thread's CPU time (a shared machine's
+// other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
+// threads, wall time and the same clock.
+//
+//   F="-std=c++17 -O3 -ffp-contract=off -Icsrc"
+//   g++ $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mpopcnt -c csrc/isa_avx512.cpp
+//   g++ $F -mavx2 -mfma -mpopcnt -c csrc/isa_avx2.cpp
+//   g++ $F -c csrc/isa_portable.cpp csrc/dispatch.cpp csrc/tools/bench_conv.cpp
+//   g++ *.o -lpthread -o bench_conv && ./bench_conv avx2 [threads] [rounds]
+#include <chrono>
+#include <ctime>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../core.h"
+#include "../dispatch.h"
+
+using namespace xnorpp;
+
+static double now(bool cpu) {
+    timespec ts;
+    clock_gettime(cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static double clock_hz() {  // cycles per second of this thread's CPU time: 1 cycle per dependent add
+    double best = 0.0;
+    for (int run = 0; run < 7; ++run) {
+        uint64_t x = run;
+        const uint64_t iters = 4'000'000;
+        const double t0 = now(true);
+        for (uint64_t i = 0; i < iters; ++i) {
+#define DEP_ADD x += i; asm volatile("" : "+r"(x));
+            DEP_ADD DEP_ADD DEP_ADD DEP_ADD DEP_ADD DEP_ADD DEP_ADD DEP_ADD
+#undef DEP_ADD
+        }
+        const double dt = now(true) - t0;
+        asm volatile("" : : "r"(x));
+        best = std::max(best, 8.0 * iters / dt);
+    }
+    return best;
+}
+
+int main(int argc, char** argv) {
+    const std::string name = argc > 1 ? argv[1] : "avx2";
+    const int threads = argc > 2 ? std::atoi(argv[2]) : 1;
+    const int rounds = argc > 3 ? std::atoi(argv[3]) : 30;
+    const bool float_out = argc > 4 && std::string(argv[4]) == "float";
+    if (!isa_supported(name)) {
+        std::printf("%s: not supported by this CPU\n", name.c_str());
+        return 1;
+    }
+    const IsaKernels* k = isa_by_name(name);
+    set_num_threads(threads);
+    struct Layer { const char* name; int hw, c, o, stride; };
+    const Layer layers[] = {{"56x56x64", 56, 64, 64, 1},       {"28x28x128", 28, 128, 128, 1},
+                            {"14x14x256", 14, 256, 256, 1},    {"7x7x512", 7, 512, 512, 1},
+                            {"s2 56>28 64>128", 56, 64, 128, 2}, {"s2 28>14 128>256", 28, 128, 256, 2},
+                            {"s2 14>7 256>512", 14, 256, 512, 2}};
+    std::mt19937 rng(1);
+    std::uniform_int_distribution<uint32_t> bits;
+    struct Case { ConvShape s; std::vector<uint32_t> x, out; PreparedWeights w; std::vector<float> scale, bias, slope; double best = 1e30; };
+    std::vector<Case> cases;
+    for (const Layer& l : layers) {
+        Case c;
+        ConvShape& s = c.s;
+        s.h = s.w = l.hw;
+        s.c = l.c;
+        s.o = l.o;
+        s.kh = s.kw = 3;
+        s.sh = s.sw = l.stride;
+        s.pt = s.pl = 1;
+        s.oh = s.ow = (l.hw + 2 - 3) / l.stride + 1;
+        s.ostride = padded_channels(s.o);
+        c.x.resize(s.h * s.w * s.pixel_words());
+        for (auto& v : c.x) v = bits(rng);
+        std::vector<uint32_t> words(s.o * 9 * s.cw());
+        for (auto& v : words) v = bits(rng);
+        c.w = prepare_weights(words.data(), s.o, s.c, 3, 3, 1, *k);
+        c.out.resize(s.oh * s.ow * s.o);
+        c.scale.assign(s.ostride, 0.5f);
+        c.bias.assign(s.ostride, 0.1f);
+        c.slope.assign(s.ostride, 0.25f);
+        cases.push_back(std::move(c));
+    }
+    for (int r = 0; r < rounds; ++r)
+        for (Case& c : cases) {
+            Stage st;
+            st.mode = float_out ? OutMode::Float : OutMode::Int32;
+            if (float_out) st.scale_o = c.scale.data(), st.bias = c.bias.data(), st.slope = c.slope.data();
+            st.out = c.out.data();
+            const double t0 = now(threads == 1);
+            k->conv(c.s, c.x.data(), c.w.blocks.data(), c.w.tapsum.data(), st);
+            const double dt = now(threads == 1) - t0;
+            if (r > 0) c.best = std::min(c.best, dt);
+        }
+    const double hz = clock_hz();
+    std::printf("%s, %d thread(s), %s output, clock %.2f GHz, %s time (best of %d rounds)\n", k->name, threads,
+                float_out ? "float" : "int32", hz / 1e9, threads == 1 ? "thread CPU" : "wall", rounds - 1);
+    for (size_t i = 0; i < cases.size(); ++i) {
+        const ConvShape& s = cases[i].s;
+        const double macs = double(s.oh * s.ow) * s.o * s.c * 9;
+        std::printf("  %-18s %8.1f us  %6.1f binary MACs/cycle/thread\n", layers[i].name, cases[i].best * 1e6,
+                    macs / cases[i].best / hz / threads);
+    }
+    return 0;
+}
