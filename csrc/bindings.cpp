@@ -386,7 +386,7 @@ public:
             for (int64_t i = 0; i < map_h_ * map_w_; ++i)
                 std::copy(p + i * o_, p + (i + 1) * o_, scale_map_.begin() + i * stride);
         }
-        prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, kernels_->lanes);
+        prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, *kernels_);
     }
 
     nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {

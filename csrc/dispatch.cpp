@@ -290,19 +290,6 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
     return prepare_weights_as(words, o, cg, kh, kw, groups, isa.lanes, isa.weight_layout);
 }
 
-PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
-                                int64_t groups, int lanes) {
-    const IsaKernels* found = nullptr;
-    for (const IsaKernels* k : {kernels_avx512(), kernels_avx2(), kernels_portable()}) {
-        if (k->lanes != lanes) continue;
-        if (found && found->weight_layout != k->weight_layout)
-            throw std::logic_error("prepare_weights: " + std::to_string(lanes) + " lanes name two weight layouts");
-        found = k;
-    }
-    if (!found) throw std::invalid_argument("prepare_weights: no kernel has " + std::to_string(lanes) + " lanes");
-    return prepare_weights(words, o, cg, kh, kw, groups, *found);
-}
-
 std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes) {
     const int64_t nblocks = (o + lanes - 1) / lanes, kdim = kh * kw * c;
     std::vector<float> blocks(static_cast<size_t>(nblocks * kdim * lanes), 0.0f);

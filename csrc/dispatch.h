@@ -28,10 +28,6 @@ struct PreparedWeights {
 // Weights for the kernels of `isa` (its lanes and weight layout).
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                 int64_t groups, const IsaKernels& isa);
-// The same, for the unit whose register tile is `lanes` wide (the lane counts of the units name
-// their layouts unambiguously; throws otherwise).
-PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
-                                int64_t groups, int lanes);
 
 // Float weights [O][C][KH][KW] -> [O/lanes][KH][KW][C][lanes], output channels zero padded.
 std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes);
