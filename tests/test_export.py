@@ -355,6 +355,8 @@ def test_pools_match_pytorch(tmp_path):
     pools = [nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),  # small: adds taps
              nn.AvgPool2d(9, 3, padding=4, ceil_mode=True, count_include_pad=True),    # large: integral image
              nn.AvgPool2d(9, 3, padding=4, count_include_pad=False),
+             nn.AvgPool2d((13, 4)),                                                     # tiles the input
+             nn.AvgPool2d(2, 2),                                                        # almost tiles it
              nn.AdaptiveAvgPool2d((5, 3)), nn.AdaptiveAvgPool2d((13, 12)), nn.AdaptiveAvgPool2d((20, 7)),
              nn.MaxPool2d(4, 3, padding=2, dilation=1, ceil_mode=True)]
     for pool in pools:

@@ -287,9 +287,22 @@ def avg_pool(step: Step, t: Tensors) -> Kernel:
     count = (span_y[:, None] * span_x[None, :] if a["count_include_pad"]
              else (ry1 - ry0)[:, None] * (rx1 - rx0)[None, :])
     divisor = np.maximum(count, 1).astype(np.float32)[None, :, :, None]
+    if a["kernel"] == a["stride"] and not any(a["padding"]) and (oh * a["kernel"][0], ow * a["kernel"][1]) == (h, w):
+        return _tiled_mean(a["kernel"])  # ResNet's 2×2 downsampling: disjoint windows tiling the input
     if a["kernel"][0] * a["kernel"][1] <= SMALL_WINDOW:
         return lambda x: _tap_sums(x, a["kernel"], a["stride"], a["padding"], (oh, ow)) / divisor
     return lambda x: np.ascontiguousarray(_box_sums(x, (ry0, ry1), (rx0, rx1)) / divisor, dtype=np.float32)
+
+
+def _tiled_mean(window: tuple[int, int]) -> Kernel:
+    """Mean over disjoint windows that tile the input exactly: a reshape, no copies of the windows."""
+    kh, kw = window
+
+    def run(x):
+        n, h, w, c = x.shape
+        return x.reshape(n, h // kh, kh, w // kw, kw, c).mean(axis=(2, 4), dtype=np.float32)
+
+    return run
 
 
 @kernel("adaptive_avg_pool2d")
@@ -297,6 +310,8 @@ def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
     node = step.node
     _, h, w = node.in_shapes[0]
     _, oh, ow = node.shape
+    if h % oh == 0 and w % ow == 0:  # equal windows (global pooling among them)
+        return _tiled_mean((h // oh, w // ow))
     rows = (np.arange(oh) * h // oh, -(-(np.arange(oh) + 1) * h // oh))
     cols = (np.arange(ow) * w // ow, -(-(np.arange(ow) + 1) * w // ow))
     divisor = ((rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]).astype(np.float64)[None, :, :, None]
