@@ -361,3 +361,36 @@ def test_pools_match_pytorch(tmp_path):
              nn.MaxPool2d(4, 3, padding=2, dilation=1, ceil_mode=True)]
     for pool in pools:
         _compare(_randomize(Flat(pool), 9), x, tmp_path / "p.xnor", rtol=1e-5)
+
+
+class SharedValues(nn.Module):
+    """Values read twice by one node (y + y), by three nodes, and an inner node as the graph's output."""
+
+    def __init__(self, output_inner: bool):
+        super().__init__()
+        self.output_inner = output_inner
+        self.stem, self.bn = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.b1 = BinaryConv2d(32, 32, 3, padding=1, scaling="gamma-o-h-w", input_size=(8, 8))
+        self.act1 = nn.PReLU(32)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.b2 = BinaryConv2d(32, 32, 3, padding=1, scaling="gamma-o", input_size=(8, 8))
+        self.act2 = nn.PReLU(32)
+
+    def forward(self, x):
+        y = self.bn(self.stem(x))
+        y = y + y                                  # one node reads y twice
+        a = self.act1(self.b1(y))                  # a: read by bn2, the add and the relu below (three nodes)
+        z = self.act2(self.b2(self.bn2(a)))
+        out = z + a + torch.relu(a)
+        return a if self.output_inner else out     # an inner node (also read by others) as the output
+
+
+@pytest.mark.parametrize("output_inner", [False, True])
+def test_shared_values_and_inner_output(output_inner, tmp_path):
+    model = _randomize(SharedValues(output_inner), 11)
+    x = np.random.default_rng(11).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    packed = _compare(model, x, tmp_path / "s.xnor")
+    readers = packed.graph.consumers()
+    assert any(n.inputs[0] == n.inputs[1] for n in packed.graph.nodes if n.op == "add")
+    assert len(readers["act1"]) == 3
+    assert not any(s.bits_out for s in packed.steps)  # a is read by three nodes: no bit handover from b1
