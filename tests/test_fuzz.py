@@ -216,7 +216,7 @@ ATTR_KEYS = ["in_channels", "out_channels", "kernel", "stride", "padding", "dila
              "output_size", "scaling", "magnitude", "ceil_mode", "count_include_pad", "min", "max", "module"]
 PARAM_KEYS = ["weight", "bias", "weight_bits", "alpha", "scale", "shift", "slope", "in_scale", "in_shift",
               "scale_channel", "scale_height", "scale_width", "scale_spatial", "scale_full"]
-HUGE = [2**31, 2**32, 2**63, 2**64, 10**30, Raw("1e999"), Raw("-1e999")]
+HUGE = [2**31, 2**32, 2**63, 2**64, 10**30, 10**400, -10**400, Raw("1e999"), Raw("-1e999")]
 NON_INT = [1.5, -0.5, 0.0, "3", "", True, False, None, [], {}, Raw("NaN"), Raw("Infinity"), Raw("-Infinity")]
 WEIRD = [0, -1, 1, 2, 3, -2**31, *HUGE, *NON_INT,
          [0, 0], [-1, -1], [1], [1, 2, 3], [1, 1, 1, 1, 1], [2**31, 2**31], [2**63, 1], [1.5, 1.5], ["3", "3"],

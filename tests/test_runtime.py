@@ -133,3 +133,24 @@ def test_cli_run_fashion_mnist(packed_path, tmp_path):
     result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(bad), "--data", "fashion-mnist"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "xnorpp run:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda g: g["nodes"][0]["attrs"].update(stride=[10**400, 1]), "stride"),
+    (lambda g: g["nodes"][0]["attrs"].update(padding=[2**24, 2**24, 0, 0]), "elements"),
+    (lambda g: g["nodes"][0]["attrs"].pop("kernel"), "kernel"),
+    (lambda g: g["nodes"][0]["attrs"].update(colour="red"), "unknown attributes"),
+    (lambda g: g["nodes"][1].update(inputs=[g["nodes"][2]["name"]]), "inputs"),
+    (lambda g: g["nodes"].append({"name": "h", "op": "hardtanh", "inputs": [g["output"]], "attrs":
+                                  {"min": -10**400, "max": 1}, "params": {}}), "'min'"),
+    (lambda g: g["nodes"].append({"name": "p", "op": "adaptive_avg_pool2d", "inputs": ["x"], "attrs":
+                                  {"output_size": [2**15, 2**15]}, "params": {}}), "elements"),
+    (lambda g: g["input"].update(channels=10**400), "channels"),
+    (lambda g: g["nodes"][0]["attrs"].update(kernel=[3, 3000]), "smaller than the kernel"),
+])
+def test_bad_graphs_are_refused_at_load_naming_the_field(packed_path, tmp_path, edit, field):
+    graph, tensors = read(packed_path)
+    edit(graph)
+    write(tmp_path / "bad.xnor", graph, tensors)
+    with pytest.raises(ModelFormatError, match=field):
+        runtime.load(tmp_path / "bad.xnor")

@@ -86,8 +86,8 @@ class Attr:
             return None if None in items else tuple(items)
         if self.kind == "bool":
             return value if type(value) is bool else None
-        if self.kind == "number":
-            ok = type(value) in (int, float) and math.isfinite(value)
+        if self.kind == "number":  # a JSON integer may exceed any float: compare before converting
+            ok = (type(value) is int and abs(value) <= 1e300) or (type(value) is float and math.isfinite(value))
             return float(value) if ok else None
         if self.kind == "choice":  # numbers compare by value (0 == 0.0), booleans never match
             for choice in self.choices:
@@ -457,7 +457,7 @@ class _Validator:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or name in shapes:
             raise self.fail(f"node #{index}: name {_show(name)} is not a new non-empty string of at most "
                             f"{MAX_NAME} characters")
-        if op not in OPS if isinstance(op, str) else True:
+        if not isinstance(op, str) or op not in OPS:
             raise self.fail(f"node {name!r}: unknown op {_show(op)}; this runtime runs: {', '.join(OPS)}")
         spec = OPS[op]
         node = Node(name, op, (), {})
