@@ -239,18 +239,6 @@ double estimate_cpu_hz() {
 }
 
 // ---------------------------------------------------------------- weights
-void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out) {
-    const int64_t cw = words_for(cg);
-    std::memset(out, 0, sizeof(uint32_t) * o * kh * kw * cw);
-    for (int64_t oo = 0; oo < o; ++oo)
-        for (int64_t c = 0; c < cg; ++c)
-            for (int64_t y = 0; y < kh; ++y)
-                for (int64_t x = 0; x < kw; ++x) {
-                    const float v = w[((oo * cg + c) * kh + y) * kw + x];
-                    if (v < 0.0f) out[((oo * kh + y) * kw + x) * cw + c / 32] |= 1u << (c % 32);
-                }
-}
-
 static PreparedWeights prepare_weights_as(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                           int64_t groups, int lanes, WeightLayout layout) {
     const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups;

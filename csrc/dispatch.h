@@ -16,8 +16,6 @@ const IsaKernels* current_isa();
 const IsaKernels* isa_by_name(const std::string& name);
 double estimate_cpu_hz();  // benchmarks: cycles per second from a dependent-add chain
 
-// Float weights [O][Cg][KH][KW] -> sign bits [O][KH][KW][words_for(Cg)] (bit 1 <=> w < 0).
-void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out);
 
 struct PreparedWeights {
     int lanes = 0;

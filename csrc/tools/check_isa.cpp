@@ -25,6 +25,20 @@
 
 using namespace xnorpp;
 
+// This tool's own packer for its random float weights (the library gets its words from
+// xnorpp.packed.bits): sign bits [O][KH][KW][words_for(Cg)], bit 1 <=> w < 0.
+static void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, uint32_t* out) {
+    const int64_t cw = words_for(cg);
+    std::memset(out, 0, sizeof(uint32_t) * o * kh * kw * cw);
+    for (int64_t oo = 0; oo < o; ++oo)
+        for (int64_t c = 0; c < cg; ++c)
+            for (int64_t y = 0; y < kh; ++y)
+                for (int64_t x = 0; x < kw; ++x) {
+                    const float v = w[((oo * cg + c) * kh + y) * kw + x];
+                    if (v < 0.0f) out[((oo * kh + y) * kw + x) * cw + c / 32] |= 1u << (c % 32);
+                }
+}
+
 int main(int argc, char** argv) {
     const std::string name = argc > 1 ? argv[1] : "avx512";
     const IsaKernels* ref = kernels_portable();
