@@ -334,6 +334,46 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
     return result;
 }
 
+// Average pooling on NHWC floats with PyTorch's windows and divisors: a window starts at
+// o*stride - pad and ends at min(start + kernel, size + pad); count_include_pad divides by that
+// span, otherwise by the part inside the image. The caller gives the output size (ceil_mode).
+nb::ndarray<nb::numpy, float> avg_pool2d(const InArray& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
+                                         std::array<int64_t, 4> padding, std::array<int64_t, 2> out_size,
+                                         bool count_include_pad) {
+    const float* xd = checked<float>(x, "avg_pool2d: x", {4});
+    check_geometry("avg_pool2d", stride, padding, {1, 1}, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
+    if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
+        throw std::invalid_argument("avg_pool2d: kernel must be in [1, 2^24]");
+    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    float* out;
+    auto result = new_array<float>({size_t(n), size_t(oh), size_t(ow), size_t(c)}, &out);
+    {
+    nb::gil_scoped_release release;
+    parallel_for(n * oh, [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+            const int64_t b = row / oh, oy = row % oh;
+            const int64_t y0 = oy * stride[0] - padding[0], y1 = std::min(y0 + kernel[0], h + padding[1]);
+            const int64_t cy0 = std::max<int64_t>(y0, 0), cy1 = std::min(y1, h);
+            for (int64_t ox = 0; ox < ow; ++ox) {
+                const int64_t x0 = ox * stride[1] - padding[2], x1 = std::min(x0 + kernel[1], w + padding[3]);
+                const int64_t cx0 = std::max<int64_t>(x0, 0), cx1 = std::min(x1, w);
+                float* __restrict m = out + (row * ow + ox) * c;
+                std::fill(m, m + c, 0.0f);
+                for (int64_t iy = cy0; iy < cy1; ++iy)
+                    for (int64_t ix = cx0; ix < cx1; ++ix) {
+                        const float* __restrict v = xd + ((b * h + iy) * w + ix) * c;
+                        for (int64_t j = 0; j < c; ++j) m[j] += v[j];
+                    }
+                const int64_t count = count_include_pad ? (y1 - y0) * (x1 - x0) : (cy1 - cy0) * (cx1 - cx0);
+                const float scale = 1.0f / static_cast<float>(std::max<int64_t>(count, 1));
+                for (int64_t j = 0; j < c; ++j) m[j] *= scale;
+            }
+        }
+    }, static_cast<double>(ow * kernel[0] * kernel[1] * c) / 4);
+    }
+    return result;
+}
+
 // A binary convolution with its weights blocked for one instruction set and its folded output stage.
 class BinaryConv {
 public:
@@ -533,6 +573,10 @@ NB_MODULE(_core, m) {
              "in PyTorch; padding is (top, bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
         .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
         .def_prop_ro("isa", &FloatConv::isa);
+    m.def("avg_pool2d", &avg_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),
+          nb::arg("out_size"), nb::arg("count_include_pad"),
+          "Average pooling of (N, H, W, C) float32 to out_size with PyTorch's windows and divisors; padding is "
+          "(top, bottom, left, right).");
     m.def("max_pool2d", &max_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),
           nb::arg("dilation"), nb::arg("out_size"),
           "Max pooling of (N, H, W, C) float32 to out_size (the caller applies ceil_mode); padding is (top, bottom, "

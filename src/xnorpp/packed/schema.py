@@ -346,7 +346,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("avg_pool2d", "average pooling (PyTorch's windows and divisors)",
            {"kernel": Attr("ints", 2), "stride": Attr("ints", 2), "padding": Attr("ints", 4, minimum=0),
             "ceil_mode": Attr("bool"), "count_include_pad": Attr("bool"), **_MODULE}, _infer_pool,
-           work=lambda n: _prod(n.in_shapes[0]) + _prod(n.shape)),
+           work=lambda n: _prod(n.shape) * _prod(n.attrs["kernel"])),
     OpSpec("adaptive_avg_pool2d", "average pooling to a fixed output size (PyTorch's windows)",
            {"output_size": Attr("ints", 2), **_MODULE}, _infer_adaptive,
            work=lambda n: _prod(n.in_shapes[0]) + _prod(n.shape)),

@@ -253,45 +253,11 @@ def _box_sums(x: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np
     return s[:, r1, c1] - s[:, r0, c1] - s[:, r1, c0] + s[:, r0, c0]
 
 
-def _pool_windows(out: int, size: int, k: int, stride: int, pad: int):
-    """PyTorch's avg_pool windows along one axis: (clipped start, clipped end, span within the padded input)."""
-    start = np.arange(out) * stride - pad
-    end = np.minimum(start + k, size + pad)
-    return np.maximum(start, 0), np.minimum(end, size), end - start
-
-
-def _tap_sums(x: np.ndarray, kernel, stride, padding, out_hw) -> np.ndarray:
-    """Window sums of x (N, H, W, C) by adding the kernel's taps as strided views of the zero-padded input."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    top, left = padding[0], padding[2]
-    bottom = max(0, (oh - 1) * sh + kh - x.shape[1] - top)
-    right = max(0, (ow - 1) * sw + kw - x.shape[2] - left)
-    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    total = np.zeros((x.shape[0], oh, ow, x.shape[3]), np.float32)
-    for ky in range(kh):
-        for kx in range(kw):
-            total += xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
-    return total
-
-
-SMALL_WINDOW = 64  # taps up to which pooling adds strided views; larger windows use an integral image
-
-
 @kernel("avg_pool2d")
 def avg_pool(step: Step, t: Tensors) -> Kernel:
-    a, node = step.node.attrs, step.node
-    _, h, w = node.in_shapes[0]
-    _, oh, ow = node.shape
-    ry0, ry1, span_y = _pool_windows(oh, h, a["kernel"][0], a["stride"][0], a["padding"][0])
-    rx0, rx1, span_x = _pool_windows(ow, w, a["kernel"][1], a["stride"][1], a["padding"][2])
-    count = (span_y[:, None] * span_x[None, :] if a["count_include_pad"]
-             else (ry1 - ry0)[:, None] * (rx1 - rx0)[None, :])
-    divisor = np.maximum(count, 1).astype(np.float32)[None, :, :, None]
-    if a["kernel"] == a["stride"] and not any(a["padding"]) and (oh * a["kernel"][0], ow * a["kernel"][1]) == (h, w):
-        return _tiled_mean(a["kernel"])  # ResNet's 2×2 downsampling: disjoint windows tiling the input
-    if a["kernel"][0] * a["kernel"][1] <= SMALL_WINDOW:
-        return lambda x: _tap_sums(x, a["kernel"], a["stride"], a["padding"], (oh, ow)) / divisor
-    return lambda x: np.ascontiguousarray(_box_sums(x, (ry0, ry1), (rx0, rx1)) / divisor, dtype=np.float32)
+    a = step.node.attrs
+    args = (a["kernel"], a["stride"], a["padding"], _hw(step.shape), a["count_include_pad"])
+    return lambda x: _core.avg_pool2d(x, *args)
 
 
 def _tiled_mean(window: tuple[int, int]) -> Kernel:
