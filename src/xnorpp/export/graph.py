@@ -253,8 +253,8 @@ def trace(model: nn.Module, input_size: tuple[int, int] | None, *, in_channels: 
         raise ExportError("the model has no layer the packed runtime runs")
     channels = in_channels if in_channels is not None else b.in_channels
     if channels is None:
-        raise ExportError("the model flattens its input before its first conv or linear layer, so the input "
-                          "channels are unknown: pass in_channels= (or dataset=)")
+        raise ExportError("the input channel count is unknown (the model flattens its input before its first conv "
+                          "or linear layer, or has none): pass in_channels= (or dataset=)")
     if input_size is None:
         raise ExportError("the packed format records the input size: pass input_size=(h, w) (or dataset=)")
     graph = {"input": {"name": input_name, "channels": int(channels), "size": [int(v) for v in input_size]},
