@@ -292,22 +292,28 @@ private:
     bool relu_;
 };
 
+// Checks the arguments of a pooling call on (N, H, W, C) float32 and allocates its (N, OH, OW, C) output.
+nb::ndarray<nb::numpy, float> pool_output(const InArray& x, const char* what, std::array<int64_t, 2> kernel,
+                                          std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
+                                          std::array<int64_t, 2> dilation, std::array<int64_t, 2> out_size,
+                                          const float** xd, float** out) {
+    *xd = checked<float>(x, (std::string(what) + ": x").c_str(), {4});
+    check_geometry(what, stride, padding, dilation, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
+    if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
+        throw std::invalid_argument(std::string(what) + ": kernel must be in [1, 2^24]");
+    return new_array<float>({size_t(x.shape(0)), size_t(out_size[0]), size_t(out_size[1]), size_t(x.shape(3))}, out);
+}
+
 // Max pooling on NHWC floats with the window geometry of PyTorch; the caller gives the output
 // size (it holds the ceil_mode rule). Out-of-image taps are skipped (-inf padding); NaN propagates.
 // padding is (top, bottom, left, right); only top and left place the windows.
 nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                                          std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation,
                                          std::array<int64_t, 2> out_size) {
-    const float* xd = checked<float>(x, "max_pool2d: x", {4});
-    check_geometry("max_pool2d", stride, padding, dilation, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
-    if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
-        throw std::invalid_argument("max_pool2d: kernel must be in [1, 2^24]");
-    if (out_size[0] < 1 || out_size[1] < 1)
-        throw std::invalid_argument("max_pool2d: input " + std::to_string(x.shape(1)) + "x" +
-                                    std::to_string(x.shape(2)) + " is smaller than the pooling window");
-    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    const float* xd;
     float* out;
-    auto result = new_array<float>({size_t(n), size_t(oh), size_t(ow), size_t(c)}, &out);
+    auto result = pool_output(x, "max_pool2d", kernel, stride, padding, dilation, out_size, &xd, &out);
+    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
     {
     nb::gil_scoped_release release;
     parallel_for(n * oh, [&](int64_t begin, int64_t end) {
@@ -340,13 +346,10 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
 nb::ndarray<nb::numpy, float> avg_pool2d(const InArray& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                                          std::array<int64_t, 4> padding, std::array<int64_t, 2> out_size,
                                          bool count_include_pad) {
-    const float* xd = checked<float>(x, "avg_pool2d: x", {4});
-    check_geometry("avg_pool2d", stride, padding, {1, 1}, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
-    if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
-        throw std::invalid_argument("avg_pool2d: kernel must be in [1, 2^24]");
-    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    const float* xd;
     float* out;
-    auto result = new_array<float>({size_t(n), size_t(oh), size_t(ow), size_t(c)}, &out);
+    auto result = pool_output(x, "avg_pool2d", kernel, stride, padding, {1, 1}, out_size, &xd, &out);
+    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
     {
     nb::gil_scoped_release release;
     parallel_for(n * oh, [&](int64_t begin, int64_t end) {
