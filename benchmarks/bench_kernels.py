@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import best_time, machine, run_child, set_threads_env, update_readme  # noqa: E402
@@ -47,18 +48,8 @@ def rounds(fns, repeat: int, clock, warmup: int = 3) -> list[list[float]]:
     return times
 
 
-def median(values) -> float:
-    v = sorted(values)
-    return 0.5 * (v[(len(v) - 1) // 2] + v[len(v) // 2])
 
 
-def weight_words(w):
-    """The core's uint32 weight words of float weights (O, C, KH, KW) or (O, C)."""
-    from xnorpp.packed import bits
-
-    w4 = w if w.ndim == 4 else w[:, :, None, None]
-    o, cg, kh, kw = w4.shape
-    return bits.to_words(bits.pack_signs(w4.transpose(0, 2, 3, 1)), o, (kh, kw), cg)
 CEILING = 341.0  # binary MACs / cycle / core of AVX-512 VPOPCNTDQ: 512 bits per 1.5 cycles
 
 
@@ -69,6 +60,7 @@ def child(isa: str, threads: int, quick: bool) -> dict:
     import torch.nn.functional as F
 
     from xnorpp import _core
+    from xnorpp.packed.bits import weight_words
 
     torch.set_num_threads(threads)
     _core.set_num_threads(threads)

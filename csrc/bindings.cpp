@@ -24,6 +24,12 @@ namespace {
 
 using InArray = nb::ndarray<nb::ro>;
 
+// A NaN reached the packer (a NaN has no sign): its own Python type, _core.NaNError (a ValueError), so
+// callers can tell it from a bad argument.
+struct NaNError : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
 const char* dtype_name(nb::dlpack::dtype dt) {
     if (dt == nb::dtype<float>()) return "float32";
     if (dt == nb::dtype<double>()) return "float64";
@@ -129,7 +135,7 @@ nb::ndarray<nb::numpy, uint32_t> pack(const InArray& x, const std::string& layou
         }
     }
     if (!ok)
-        throw std::invalid_argument("pack: input contains NaN; a NaN has no sign (the packed runtime refuses it)");
+        throw NaNError("pack: input contains NaN; a NaN has no sign (the packed runtime refuses it)");
     return result;
 }
 
@@ -521,6 +527,7 @@ private:
 NB_MODULE(_core, m) {
     m.doc() = "xnorpp compiled core: bit packing, binary convolution / GEMM, fused output stage";
     init_isa_from_env();
+    nb::exception<NaNError>(m, "NaNError", PyExc_ValueError);
     m.def("version", []() { return 1; }, "ABI version of the compiled core.");
     m.def("isa", []() { return std::string(current_isa()->name); }, "Instruction set in use.");
     m.def("set_isa", &select_isa, nb::arg("name"),

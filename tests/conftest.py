@@ -6,15 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from xnorpp import _core
-from xnorpp.packed import bits
+from xnorpp.packed.bits import weight_words
 from xnorpp.packed.geometry import conv_output_size
-
-
-def weight_words(w: np.ndarray) -> np.ndarray:
-    """The core's uint32 weight words of float weights (O, C/groups, KH, KW) or (O, C), via the one packer."""
-    w4 = w if w.ndim == 4 else w[:, :, None, None]
-    o, cg, kh, kw = w4.shape
-    return bits.to_words(bits.pack_signs(w4.transpose(0, 2, 3, 1)), o, (kh, kw), cg)
 
 
 def binary_conv(w: np.ndarray, in_channels: int, in_hw=(1, 1), groups=1, stride=(1, 1), pad=(0, 0, 0, 0),

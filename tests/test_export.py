@@ -112,8 +112,7 @@ def test_every_binary_layer_equals_pytorch(scaling, tmp_path):
 
 @pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
 def test_every_binary_layer_of_mixed_geometry_equals_pytorch(linear_scaling, tmp_path):
-    conv_scaling = {"none": "gamma-ohw", "xnor": "xnor", "xnor-alpha": "gamma-o-hw"}.get(linear_scaling, "none")
-    model = _randomize(Mixed(conv_scaling, linear_scaling), 3)
+    model = _randomize(Mixed.for_linear(linear_scaling), 3)
     x = np.random.default_rng(2).standard_normal((32, 3, 11, 11)).astype(np.float32)
     _check_every_binary_layer(model, x, tmp_path / "m.xnor")
 
@@ -192,6 +191,12 @@ def test_every_isa_gives_the_same_logits(tmp_path):
 class Mixed(nn.Module):
     """Layers beyond the ResNet blocks: pad values, groups, dilation, pools, Hardtanh, binary linear."""
 
+    @classmethod
+    def for_linear(cls, linear_scaling: str) -> "Mixed":
+        """The model for one linear scaling, paired with a conv scaling so that every scaling is covered."""
+        conv = {"none": "gamma-ohw", "xnor": "xnor", "xnor-alpha": "gamma-o-hw"}.get(linear_scaling, "none")
+        return cls(conv, linear_scaling)
+
     def __init__(self, conv_scaling="gamma-o", linear_scaling="gamma-o"):
         super().__init__()
         self.stem = nn.Conv2d(3, 24, 3, padding=1, bias=True)
@@ -218,8 +223,7 @@ class Mixed(nn.Module):
 
 @pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
 def test_mixed_layers(linear_scaling, tmp_path):
-    conv_scaling = {"none": "gamma-ohw", "xnor": "xnor", "xnor-alpha": "gamma-o-hw"}.get(linear_scaling, "none")
-    model = _randomize(Mixed(conv_scaling, linear_scaling), 3)
+    model = _randomize(Mixed.for_linear(linear_scaling), 3)
     x = np.random.default_rng(2).standard_normal((64, 3, 11, 11)).astype(np.float32)
     _compare(model, x, tmp_path / "m.xnor")
 

@@ -341,8 +341,8 @@ def summary(model: nn.Module, input_size, *, packed: bool = True, dataset: str |
             return result
         by_module: dict[str, int] = {}
         for node in graph.nodes:
-            nbytes = sum(tensors[ref].nbytes for ref in node.params.values())
-            by_module[node.attrs.get("module", "")] = by_module.get(node.attrs.get("module", ""), 0) + nbytes
+            module = node.attrs.get("module", "")
+            by_module[module] = by_module.get(module, 0) + sum(tensors[ref].nbytes for ref in node.params.values())
         for row in result.layers:
             row.packed_bits = 8 * by_module.get(row.name, 0)
         result.packed_tensor_bytes = sum(t.nbytes for t in tensors.values())

@@ -29,12 +29,6 @@ def pack_signs(values: np.ndarray) -> np.ndarray:
     return np.packbits((np.asarray(values) < 0).reshape(-1), bitorder="little")
 
 
-def signs(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """±1 float32 array of ``shape`` from dense sign bits (for tests and inspection)."""
-    flat = np.unpackbits(bits, bitorder="little", count=int(np.prod(shape)))
-    return np.where(flat.reshape(shape) != 0, np.float32(-1.0), np.float32(1.0))
-
-
 def to_words(bits: np.ndarray, out_channels: int, kernel: tuple[int, int], channels: int) -> np.ndarray:
     """The core's weight words ``(O, KH, KW, words(C))`` from the file's dense bits of ``(O, KH, KW, C)``.
 
@@ -47,3 +41,10 @@ def to_words(bits: np.ndarray, out_channels: int, kernel: tuple[int, int], chann
     padded[:, :channels] = per_tap
     words = np.packbits(padded, axis=1, bitorder="little").view("<u4")
     return np.ascontiguousarray(words.astype(np.uint32).reshape(out_channels, kh, kw, -1))
+
+
+def weight_words(weight: np.ndarray) -> np.ndarray:
+    """The core's words of float weights ``(O, C/groups, KH, KW)`` (PyTorch's layout) or ``(O, C)``."""
+    w4 = weight if weight.ndim == 4 else weight[:, :, None, None]
+    o, cg, kh, kw = w4.shape
+    return to_words(pack_signs(w4.transpose(0, 2, 3, 1)), o, (kh, kw), cg)

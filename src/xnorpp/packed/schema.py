@@ -367,10 +367,6 @@ class Graph:
     nodes: list[Node]
     meta: dict = field(default_factory=dict)  # preprocess, num_classes, producer, real_dtype
 
-    @property
-    def output_shape(self) -> Shape:
-        return self.input_shape if self.output == self.input_name else self.node(self.output).shape
-
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:
@@ -478,13 +474,18 @@ class _Validator:
         node.params = self.params(node, spec, params)
         return node
 
-    def attrs(self, node: Node, spec: OpSpec, attrs) -> dict:
-        if not isinstance(attrs, dict):
-            raise node.fail(f"'attrs' must be an object, got {_show(attrs)}")
-        unknown = sorted(k for k in attrs if k not in spec.attrs)
+    @staticmethod
+    def table(node: Node, field: str, what: str, value, known: dict) -> None:
+        """``value`` (the node's ``field``) must be an object whose keys are all in ``known``."""
+        if not isinstance(value, dict):
+            raise node.fail(f"{field!r} must be an object, got {_show(value)}")
+        unknown = sorted(k for k in value if k not in known)
         if unknown:
-            raise node.fail(f"unknown attributes {[_show(k) for k in unknown[:5]]}; {node.op} has: "
-                            f"{', '.join(spec.attrs)}")
+            raise node.fail(f"unknown {what} {[_show(k) for k in unknown[:5]]}; {node.op} has: "
+                            f"{', '.join(known) or 'none'}")
+
+    def attrs(self, node: Node, spec: OpSpec, attrs) -> dict:
+        self.table(node, "attrs", "attributes", attrs, spec.attrs)
         out = {}
         for key, attr in spec.attrs.items():
             if key not in attrs:
@@ -498,12 +499,7 @@ class _Validator:
         return out
 
     def params(self, node: Node, spec: OpSpec, params) -> dict[str, str]:
-        if not isinstance(params, dict):
-            raise node.fail(f"'params' must be an object, got {_show(params)}")
-        unknown = sorted(k for k in params if k not in spec.params)
-        if unknown:
-            raise node.fail(f"unknown parameters {[_show(k) for k in unknown[:5]]}; {node.op} has: "
-                            f"{', '.join(spec.params) or 'none'}")
+        self.table(node, "params", "parameters", params, spec.params)
         out = {}
         for key, param in spec.params.items():
             if not param.applies(node):

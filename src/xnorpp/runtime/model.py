@@ -73,9 +73,7 @@ class PackedModel:
         for step, fn, free in zip(self.steps, self._fns, self._free):
             try:
                 values[step.output] = fn(*(values[v] for v in step.inputs))
-            except ValueError as err:  # the input had none (checked above): the file's numbers overflow
-                if "NaN" not in str(err):
-                    raise
+            except _core.NaNError:  # the input had none (checked above): the file's numbers overflow
                 raise ModelFormatError(f"{self._where}: {step.node.where}: NaN appeared on this input (the "
                                        "model's parameters overflow float32)") from None
             for v in free:
