@@ -146,7 +146,7 @@ def test_summary_hand_count():
     by_name = {r.name: r for r in s.layers}
     # conv 1→8, 3×3, bias, on 8×8 (padding 1): 8·1·9 + 8 params, 8·1·9·8·8 MACs
     assert (by_name["0"].float_params, by_name["0"].float_macs) == (8 * 9 + 8, 8 * 9 * 64)
-    assert by_name["1"].float_params == 4 * 8  # weight, bias, running mean, running var
+    assert (by_name["1"].float_params, by_name["1"].bn_stats) == (2 * 8, 2 * 8)  # weight, bias | mean, var
     conv = by_name["2"]  # binary 8→16, stride 2 → 4×4 output
     assert conv.output_shape == (16, 4, 4)
     assert (conv.binary_params, conv.float_params, conv.learned_scale_params) == (16 * 8 * 9, 16 + 4 + 4, 24)
@@ -154,17 +154,18 @@ def test_summary_hand_count():
     lin = by_name["6"]  # xnor linear: K costs one mean over the 16 inputs
     assert (lin.binary_params, lin.binary_macs, lin.float_macs) == (192, 192, 16)
     assert s.binary_params == 16 * 8 * 9 + 192
-    assert s.float_params == (8 * 9 + 8) + 32 + 24 + 16 + (12 * 10 + 10)
+    assert s.float_params == (8 * 9 + 8) + 16 + 24 + 16 + (12 * 10 + 10)
+    assert s.bn_stats == 16
     assert s.learned_scale_params == 24
     assert s.binary_macs == 16 * 8 * 9 * 16 + 192
     assert s.float_macs == 8 * 9 * 64 + 16 + 12 * 10
     assert s.binary_mac_share == pytest.approx(s.binary_macs / (s.binary_macs + s.float_macs))
-    assert s.memory_bits == s.binary_params + 32 * s.float_params
-    assert s.float32_bytes == 4 * (s.binary_params + s.float_params)
-    # Independent check: every parameter and float buffer of the model is counted once.
+    assert s.memory_bits == s.binary_params + 32 * (s.float_params + s.bn_stats)
+    assert s.float32_bytes == 4 * (s.binary_params + s.float_params + s.bn_stats)
+    # Independent check: trainable parameters as training counts them, BN statistics apart.
     model = _small_model()
-    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers() if b.is_floating_point())
-    assert s.total_params == n
+    assert s.total_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert s.bn_stats == sum(b.numel() for b in model.buffers() if b.is_floating_point())
     text = s.table()
     assert "BinaryConv2d[gamma-o-h-w]" in text and "total" in text
     assert json.loads(s.to_json())["totals"]["binary_macs"] == s.binary_macs
@@ -187,6 +188,39 @@ def test_summary_float_model_has_no_binary_work():
     s = summary(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)), (3, 6, 6), packed=False)
     assert s.binary_params == 0 and s.binary_macs == 0 and s.binary_mac_share == 0.0
     assert s.float_macs == 4 * 3 * 9 * 16 + 64 * 2
+
+
+def _flop_counter_macs(model: nn.Module, shape) -> int:
+    """MACs of one image as PyTorch's FlopCounterMode counts them (2 FLOPs per multiply-accumulate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    model.eval()
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *shape))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("name, shape", [("resnet18", (3, 224, 224)), ("alexnet", (3, 224, 224)),
+                                         ("fmnist-net", (1, 28, 28))])
+def test_summary_totals_agree_with_pytorchs_flop_counter(name, shape):
+    from xnorpp.models import create
+    from xnorpp.train.loop import count_parameters
+
+    kw = dict(in_channels=shape[0], input_size=shape[1:], scaling="gamma-o-h-w")  # Γ: no XNOR-Net K map
+    model = create(name, **kw)
+    s = summary(model, shape, packed=False)
+    assert s.binary_macs + s.float_macs == _flop_counter_macs(model, shape)
+    assert s.total_params == count_parameters(model)  # what training reports
+    assert s.bn_stats == sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+                             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+    assert 0.5 < s.binary_mac_share < 1.0
+    # Binary weights on real inputs: a MAC counts at the higher precision (as Larq counts), so float.
+    real_inputs = create(name, binarize_input=False, **kw)
+    r = summary(real_inputs, shape, packed=False)
+    assert r.binary_macs == 0 and r.float_macs == _flop_counter_macs(real_inputs, shape)
+    assert r.binary_params == s.binary_params  # the weights stay 1 bit each
+    assert "weights only" in r.table()
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -422,10 +456,10 @@ def test_cli_summary_matches_export_of_the_run(trained_run, tmp_path, capsys):
     assert totals["packed_tensor_bytes"] < totals["packed_bytes"]
     assert main(["summary", "fmnist-net", "--input-size", "1", "12", "12", "--no-packed"]) == 0
     assert "BinaryConv2d[gamma-o-h-w]" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="does not fit the model"):
-        main(["summary", str(trained_run), "--input-size", "1", "16", "16", "--no-packed"])
-    with pytest.raises(SystemExit, match="neither an existing run folder"):
-        main(["summary", "no-such-model"])
+    assert main(["summary", str(trained_run), "--input-size", "1", "16", "16", "--no-packed"]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
+    assert main(["summary", "no-such-model"]) == 2
+    assert "neither an existing run folder" in capsys.readouterr().err
 
 
 def test_cli_approx_and_report_on_the_run(trained_run, capsys):

@@ -10,6 +10,7 @@ import torch
 
 import xnorpp.data as D
 from xnorpp.data import datasets as DS
+from xnorpp.data import sources as S
 
 
 def write_idx(path, array):
@@ -24,7 +25,7 @@ def make_idx_folder(folder, n_train=12, n_test=5, gz=True):
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        img, lbl = DS.IDX_FILES[split]
+        img, lbl = S.IDX_FILES[split]
         arrays[split] = (rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))
         write_idx(folder / (img + (".gz" if gz else "")), arrays[split][0])
         write_idx(folder / (lbl + (".gz" if gz else "")), arrays[split][1])
@@ -55,8 +56,9 @@ def test_idx_files_under_data_root(tmp_path, gz):
 def test_missing_files_are_named_with_how_to_get_them(tmp_path):
     make_idx_folder(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert len(D.get_dataset("fashion-mnist", "train", data_root=tmp_path, download=False)) == 12  # complete
     with pytest.raises(FileNotFoundError) as err:
-        D.get_dataset("fashion-mnist", "train", data_root=tmp_path, download=False)
+        D.get_dataset("fashion-mnist", "test", data_root=tmp_path, download=False)
     text = str(err.value)
     assert "t10k-labels-idx1-ubyte.gz" in text and "train-images" not in text.split("\n")[0]
     assert "apt-get install dataset-fashion-mnist" in text and "--data-root" in text
@@ -76,8 +78,8 @@ def test_download_checks_the_checksum(tmp_path, monkeypatch):
     make_idx_folder(src)
     files = {p.name: p.read_bytes() for p in src.iterdir()}
     md5 = {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
-    monkeypatch.setitem(DS.IDX_SOURCES, "mnist", ("https://example.invalid/", md5))
-    monkeypatch.setattr(DS.urllib.request, "urlopen",
+    monkeypatch.setitem(S.IDX_SOURCES, "mnist", ("https://example.invalid/", md5))
+    monkeypatch.setattr(S.urllib.request, "urlopen",
                         lambda url, timeout=None: io.BytesIO(files[url.rsplit("/", 1)[1]]))
     root = tmp_path / "root"
     root.mkdir()
@@ -85,7 +87,7 @@ def test_download_checks_the_checksum(tmp_path, monkeypatch):
     assert len(ds) == 5 and (root / "t10k-images-idx3-ubyte.gz").is_file()
     # a corrupted download is refused and leaves nothing behind
     bad = dict(md5, **{"train-images-idx3-ubyte.gz": "0" * 32})
-    monkeypatch.setitem(DS.IDX_SOURCES, "mnist", ("https://example.invalid/", bad))
+    monkeypatch.setitem(S.IDX_SOURCES, "mnist", ("https://example.invalid/", bad))
     root2 = tmp_path / "root2"
     root2.mkdir()
     with pytest.raises(FileNotFoundError, match="checksum mismatch"):
@@ -143,3 +145,98 @@ def test_imagenet_folders_and_transforms(tmp_path):
 def test_cifar10_missing_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
         D.get_dataset("cifar10", "train", data_root=tmp_path, download=False)
+
+
+# -- the torch-free sources that `xnorpp run` reads too ------------------------------------------------------
+
+def test_sources_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torch'] = None\n"
+            "from xnorpp.data.sources import load_arrays, DATASETS\n"
+            "x, y = load_arrays('synthetic', 'test', num_samples=7)\n"
+            "print(x.shape, x.dtype, y.dtype, sorted(DATASETS) == sorted(%r))" % sorted(D.DATASETS))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(7, 1, 16, 16) float32 int64 True"
+
+
+def test_synthetic_upsampling_is_pytorchs_bilinear():
+    from xnorpp.data.sources import _upsample_bilinear
+
+    coarse = np.random.default_rng(1).random((3, 2, 4, 5))
+    ours = _upsample_bilinear(_upsample_bilinear(coarse, 16, axis=2), 13, axis=3)
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(16, 13), mode="bilinear",
+                                             align_corners=False).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+
+
+def _cifar_arrays(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+@pytest.mark.parametrize("version", ["bin", "py"])
+def test_cifar10_reads_both_versions_of_the_files(tmp_path, version):
+    import pickle
+
+    from xnorpp.data.sources import read_cifar10
+
+    folder = tmp_path / f"cifar-10-batches-{version}"
+    folder.mkdir()
+    expected = {}
+    for split, stems in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        parts = [_cifar_arrays(4, seed) for seed in range(len(stems))]
+        for stem, (images, labels) in zip(stems, parts):
+            if version == "bin":  # one label byte, then 3072 pixel bytes, per image
+                records = np.concatenate([labels[:, None].astype(np.uint8), images.reshape(len(images), -1)], 1)
+                records.tofile(folder / f"{stem}.bin")
+            else:  # the python version: a pickled dict with bytes keys, as the files from Toronto are
+                with open(folder / stem, "wb") as f:
+                    pickle.dump({b"data": images.reshape(len(images), -1), b"labels": labels.tolist()}, f, protocol=2)
+        expected[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        images, labels = read_cifar10(tmp_path, split)
+        np.testing.assert_array_equal(images, expected[split][0])
+        np.testing.assert_array_equal(labels, expected[split][1])
+    ds = D.get_dataset("cifar10", "test", tmp_path, download=False)
+    assert len(ds) == 4 and ds.images.shape[1:] == (3, 32, 32)
+
+
+def test_cifar10_python_batches_cannot_run_code(tmp_path):
+    import pickle
+
+    from xnorpp.data.sources import read_cifar10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": print, b"labels": []}, f)  # a global other than numpy's array rebuilders
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        read_cifar10(tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        read_cifar10(tmp_path / "nowhere", "test")
+
+
+def test_image_folder_is_read_as_torchvision_evaluates(tmp_path):
+    from PIL import Image
+    from torchvision import transforms
+
+    from xnorpp.data.sources import list_images, read_images
+
+    rng = np.random.default_rng(0)
+    for cls, size in (("cat", (300, 220)), ("dog", (64, 64)), ("dog", (500, 260))):
+        (tmp_path / cls).mkdir(exist_ok=True)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / cls / f"{size[0]}x{size[1]}.png")
+    paths, labels, classes = list_images(tmp_path)
+    assert classes == ["cat", "dog"] and labels.tolist() == [0, 1, 1]
+    ours = read_images(paths, (56, 56), 3)
+    reference = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(56), transforms.ToTensor()])
+    for path, image in zip(paths, ours):
+        with Image.open(path) as img:
+            np.testing.assert_allclose(image, reference(img.convert("RGB")).numpy(), rtol=0, atol=1e-6)
+    assert read_images(paths[:1], (56, 56), 1).shape == (1, 1, 56, 56)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no images"):
+        list_images(tmp_path / "empty")

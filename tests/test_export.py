@@ -12,7 +12,7 @@ from xnorpp import _core, runtime
 from xnorpp.export import ExportError, export_and_measure, export_model
 from xnorpp.models import create
 from xnorpp.nn import BinaryConv2d, BinaryLinear
-from xnorpp.runtime.data import load_test_set
+from xnorpp.data.sources import load_arrays
 from xnorpp.scaling import SCALINGS
 
 
@@ -47,7 +47,7 @@ def _compare(model, x, path, rtol=1e-4, **kw):
 def _fashion_test_images() -> np.ndarray:
     """The Fashion-MNIST test split when it is on disk, else as many random images (the same tests run either way)."""
     try:
-        images, _ = load_test_set("fashion-mnist")
+        images, _ = load_arrays("fashion-mnist", "test")
         x = (images.astype(np.float32) / 255.0 - 0.2860) / 0.3530
     except FileNotFoundError:
         x = np.random.default_rng(0).standard_normal((10000, 1, 28, 28))

@@ -135,7 +135,7 @@ def test_wheel_installs_without_torch_and_runs_packed_models(tmp_path):
     data.mkdir()
     _write_idx(data / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (64, 28, 28)))
     _write_idx(data / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 64))
-    ran = _run([cli, "run", packed, "--data", "fashion-mnist", "--data-root", data], env=env, cwd=tmp_path,
+    ran = _run([cli, "run", packed, "--dataset", "fashion-mnist", "--data-root", data], env=env, cwd=tmp_path,
                timeout=120)
     assert "top-1" in ran.stdout and "64 images" in ran.stdout
     for argv in (["train", "--list"], ["export", tmp_path / "model.pt", "-o", tmp_path / "out.xnor"]):

@@ -148,3 +148,24 @@ def test_gamma_init_alpha_starts_at_xnor_alpha():
     assert all(torch.equal(l.scale_channel, torch.ones_like(l.scale_channel)) for l in binary_layers(ones))
     with pytest.raises(ValueError, match="gamma_init"):
         M.create("fmnist-net", in_channels=1, input_size=28, gamma_init="zeros")
+
+
+def test_list_models_takes_a_glob_pattern():
+    import fnmatch
+
+    names = M.list_models()
+    assert M.list_models("resnet*") == ["resnet18", "resnet34"]
+    assert M.list_models("float-*") == [n for n in names if fnmatch.fnmatchcase(n, "float-*")] != []
+    assert M.list_models("nothing-like-this*") == []
+
+
+def test_create_accepts_timms_in_chans_and_refuses_unknown_options():
+    a = M.create("fmnist-net", in_chans=3, input_size=(28, 28))
+    b = M.create("fmnist-net", in_channels=3, input_size=(28, 28))
+    assert a.stem[0].in_channels == b.stem[0].in_channels == 3
+    with pytest.raises(ValueError, match=r"model 'resnet18' has no option 'depth'; its options: .*width"):
+        M.create("resnet18", depth=50)
+    with pytest.raises(ValueError, match="wrong type.*width='wide'"):
+        M.create("fmnist-net", width="wide", input_size=(28, 28))
+    from xnorpp.models.registry import model_options
+    assert "width" in model_options("float-fmnist-net") and "fc_features" in model_options("alexnet")

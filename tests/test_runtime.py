@@ -120,7 +120,7 @@ def test_cli_run_fashion_mnist(packed_path, tmp_path):
     images, labels = rng.integers(0, 256, (300, 28, 28)), rng.integers(0, 10, 300)
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
-    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(packed_path), "--data", "fashion-mnist",
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(packed_path), "--dataset", "fashion-mnist",
                              "--data-root", str(tmp_path), "--threads", "1"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -130,7 +130,7 @@ def test_cli_run_fashion_mnist(packed_path, tmp_path):
     assert f"top-1 {100 * top1:.2f}%" in result.stdout
     bad = tmp_path / "bad.xnor"
     bad.write_bytes(b"not a model")
-    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(bad), "--data", "fashion-mnist"],
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "run", str(bad), "--dataset", "fashion-mnist"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "xnorpp run:" in result.stderr and "Traceback" not in result.stderr
 

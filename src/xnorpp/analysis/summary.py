@@ -5,17 +5,21 @@ image, records every leaf module's output shape with forward hooks and counts,
 per layer:
 
 * **parameters by precision** — *binary*: the latent weights of binary layers
-  (1 bit each once packed); *float*: every other parameter (biases, BatchNorm,
-  PReLU, real convolutions and linear layers, learned scaling factors Γ);
-  BatchNorm running statistics are counted as float state (they are needed at
-  inference by a float model, and folded away by the packed exporter).
-* **MACs by precision** per image — *binary*: ``o·(c/groups)·kh·kw·h_out·w_out``
-  for a binary convolution (``in·out`` for a binary linear layer), computable
-  with XNOR + popcount; *float*: the same for real convolutions and linear
-  layers, plus XNOR-Net's per-input magnitude map K (``c·h_in·w_in`` for the
-  channel mean and ``kh·kw·h_out·w_out`` for the box filter). Element-wise work
-  (BatchNorm, PReLU, multiplying by a scale, residual additions, pooling) is not
-  counted, as in Larq's ``models.summary``.
+  (1 bit each once packed); *float*: every other trainable parameter (biases,
+  BatchNorm, PReLU, real convolutions and linear layers, learned scaling factors Γ);
+  and, apart, the **BatchNorm statistics** (running mean and variance: state a float
+  model needs at inference, folded away by the packed exporter), so that the
+  parameter count is the one training reports.
+* **MACs by precision** per image, counted as Larq does: a multiply-accumulate has
+  the higher of its input's and its weight's precision. *binary*:
+  ``o·(c/groups)·kh·kw·h_out·w_out`` for a binary convolution with binary inputs
+  (``in·out`` for a binary linear layer), computable with XNOR + popcount; a binary
+  layer that keeps its inputs real (``binarize_input=False``) counts these as *float*;
+  *float*: the same for real convolutions and linear layers, plus XNOR-Net's
+  per-input magnitude map K (``c·h_in·w_in`` for the channel mean and
+  ``kh·kw·h_out·w_out`` for the box filter). Element-wise work (BatchNorm, PReLU,
+  multiplying by a scale, residual additions, pooling) is not counted, as in Larq's
+  ``models.summary`` and PyTorch's ``FlopCounterMode``.
 * **memory** — the layer's training-graph storage at 1 bit per binary weight
   and 32 bits per float number;
 * **packed bits** — what the layer takes in the packed file, read from the graph and
@@ -24,7 +28,7 @@ per layer:
   PReLU slopes, real weights).
 
 The totals report the float32-equivalent size (every parameter and BatchNorm statistic at
-32 bits), the packed tensor bytes and the exact size of the packed file (tensor data +
+32 bits: what a float checkpoint holds), the packed tensor bytes and the exact size of the packed file (tensor data +
 safetensors header with the graph), both from the graph the exporter would write, the
 compression ratio (float32-equivalent / packed file), the share of binary MACs and the
 number of learned scaling parameters.
@@ -53,8 +57,9 @@ class LayerSummary:
     name: str
     kind: str  # class name, with the scaling of a binary layer
     output_shape: tuple[int, ...]  # per image (batch dimension dropped)
-    binary_params: int = 0
-    float_params: int = 0  # trainable + float buffers (BatchNorm statistics)
+    binary_params: int = 0  # trainable, 1 bit each once packed
+    float_params: int = 0  # trainable
+    bn_stats: int = 0  # float buffers: BatchNorm running mean and variance (not trained)
     learned_scale_params: int = 0  # part of float_params: the learned Γ factors
     binary_macs: int = 0
     float_macs: int = 0
@@ -62,7 +67,7 @@ class LayerSummary:
 
     @property
     def memory_bits(self) -> int:
-        return self.binary_params + FLOAT_BITS * self.float_params
+        return self.binary_params + FLOAT_BITS * (self.float_params + self.bn_stats)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,7 +97,12 @@ class ModelSummary:
 
     @property
     def total_params(self) -> int:
+        """Trainable parameters (what training reports)."""
         return self.binary_params + self.float_params
+
+    @property
+    def bn_stats(self) -> int:
+        return sum(r.bn_stats for r in self.layers)
 
     @property
     def learned_scale_params(self) -> int:
@@ -118,8 +128,8 @@ class ModelSummary:
 
     @property
     def float32_bytes(self) -> int:
-        """Every parameter and float buffer stored as float32."""
-        return 4 * self.total_params
+        """Every parameter and BatchNorm statistic stored as float32."""
+        return 4 * (self.total_params + self.bn_stats)
 
     @property
     def compression_ratio(self) -> float | None:
@@ -131,6 +141,7 @@ class ModelSummary:
             "binary_params": self.binary_params,
             "float_params": self.float_params,
             "total_params": self.total_params,
+            "bn_stats": self.bn_stats,
             "learned_scale_params": self.learned_scale_params,
             "binary_macs": self.binary_macs,
             "float_macs": self.float_macs,
@@ -153,13 +164,13 @@ class ModelSummary:
     # -- rendering -----------------------------------------------------------------------
     def table(self, markdown: bool = False) -> str:
         """The per-layer table and the totals as text (``markdown=True``: a Markdown table)."""
-        head = ["layer", "kind", "output", "binary params", "float params", "memory", "packed", "binary MACs",
-                "float MACs"]
+        head = ["layer", "kind", "output", "binary params", "float params", "BN stats", "memory", "packed",
+                "binary MACs", "float MACs"]
         rows = [[r.name, r.kind, "×".join(map(str, r.output_shape)), _num(r.binary_params),
-                 _num(r.float_params), _bytes(r.memory_bits / 8), _bytes(r.packed_bits / 8), _num(r.binary_macs),
-                 _num(r.float_macs)]
+                 _num(r.float_params), _num(r.bn_stats), _bytes(r.memory_bits / 8), _bytes(r.packed_bits / 8),
+                 _num(r.binary_macs), _num(r.float_macs)]
                 for r in self.layers]
-        rows.append(["total", "", "", _num(self.binary_params), _num(self.float_params),
+        rows.append(["total", "", "", _num(self.binary_params), _num(self.float_params), _num(self.bn_stats),
                      _bytes(self.memory_bits / 8), _bytes(sum(r.packed_bits for r in self.layers) / 8),
                      _num(self.binary_macs), _num(self.float_macs)])
         lines = _render(head, rows, markdown)
@@ -170,7 +181,9 @@ class ModelSummary:
                   if self.packed_bytes is not None else "n/a (not exported)")
         facts = [
             ("input shape", "×".join(map(str, self.input_shape))),
-            ("parameters", f"{self.total_params:,} ({self.binary_params:,} binary, {self.float_params:,} float)"),
+            ("trainable parameters", f"{self.total_params:,} ({self.binary_params:,} binary, "
+                                     f"{self.float_params:,} float)"),
+            ("batch norm statistics", f"{self.bn_stats:,} (running mean and variance; folded when packed)"),
             ("learned scaling parameters", f"{self.learned_scale_params:,}"),
             ("memory at 1 bit / 32 bits", f"{_bytes(self.memory_bits / 8)} ({self.memory_bits:,} bits)"),
             ("float32-equivalent size", f"{_bytes(self.float32_bytes)} ({self.float32_bytes:,} bytes)"),
@@ -209,7 +222,7 @@ def _render(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         return out + ["| " + " | ".join(r) + " |" for r in rows]
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-    numeric = {3, 4, 5, 6, 7, 8}
+    numeric = set(range(3, len(head)))
 
     def fmt(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -239,13 +252,13 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
                 row.learned_scale_params += n
     for bname, b in module.named_buffers(recurse=False):
         if b.is_floating_point():  # BatchNorm running statistics (not num_batches_tracked)
-            row.float_params += b.numel()
+            row.bn_stats += b.numel()
 
     if isinstance(module, nn.Conv2d):
         o, c_per_group, kh, kw = module.weight.shape
         h_out, w_out = out.shape[-2:]
         macs = o * c_per_group * kh * kw * h_out * w_out
-        if isinstance(module, BinaryConv2d):
+        if isinstance(module, BinaryConv2d) and module.binarize_input:
             row.binary_macs = macs
             if module.scaling_spec.analytic_k:  # K: channel mean of |I|, then a box filter
                 c, h_in, w_in = inp.shape[-3:]
@@ -254,7 +267,7 @@ def _count_layer(name: str, module: nn.Module, inp: torch.Tensor, out: torch.Ten
             row.float_macs = macs
     elif isinstance(module, nn.Linear):
         macs = module.in_features * module.out_features
-        if isinstance(module, BinaryLinear):
+        if isinstance(module, BinaryLinear) and module.binarize_input:
             row.binary_macs = macs
             if module.scaling_spec.analytic_k:
                 row.float_macs = module.in_features

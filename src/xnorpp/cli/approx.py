@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import add_deprecated
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,40 +12,34 @@ def register(subparsers) -> None:
                     "‖I∗W − approx‖/‖I∗W‖ and cosine similarity of the binary approximation with no scale, "
                     "XNOR-Net's α and Kα, the model's learned Γ and the least-squares per-channel oracle.")
     p.add_argument("model", metavar="MODEL", help="run folder or checkpoint/model .pt file of a trained model")
-    p.add_argument("--data", metavar="DATASET", help="dataset (default: the one the model was trained on)")
+    p.add_argument("--dataset", metavar="NAME", help="data set (default: the one the model was trained on)")
+    add_deprecated(p, "--data", "--dataset", dest="dataset")
     p.add_argument("--data-root", help="folder with the dataset files")
     p.add_argument("--split", default="test", help="split to draw held-out images from (default: test)")
     p.add_argument("--images", type=int, default=256, help="number of images (default: 256)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's)")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="output format")
     p.add_argument("-o", "--output", help="also write the result as JSON to this file")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except ValueError as err:  # bad input: a clear message, no traceback
-        raise SystemExit(f"xnorpp approx: {err}") from None
-
-
-def _run(args) -> int:
     from pathlib import Path
 
     from ..analysis import approximation_error
-    from ..analysis.runs import write_atomic
     from ..analysis.loading import run_config
+    from ..analysis.runs import write_atomic
     from ..data import get_dataset
-
-    if not Path(args.model).exists():
-        raise SystemExit(f"xnorpp approx: {args.model} does not exist; give a run folder or checkpoint file of a "
-                         "trained model (from `xnorpp train`)")
     from ..train import load_model
 
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    dataset = args.data or (run_config(args.model) or {}).get("dataset")
+    dataset = args.dataset or (run_config(args.model) or {}).get("dataset")
     if dataset is None:
-        raise SystemExit("xnorpp approx: the model's training dataset is unknown; give --data DATASET")
+        raise ValueError(f"the training data set of {args.model} is unknown (no config.json); give --dataset NAME")
     data = get_dataset(dataset, args.split, data_root=args.data_root)
     report = approximation_error(model, data, max_images=args.images, batch_size=args.batch_size)
     if args.output:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..scaling import SCALINGS
+from . import add_deprecated, add_model_opt, parse_model_opts
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
     p.add_argument("--scalings", nargs="+", metavar="S",  # None: the library's DEFAULT_SCALINGS (all)
                    help=f"scalings to train (default: all); valid: {', '.join(list(SCALINGS) + ['float'])}")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="N", help="seeds (default: 0)")
+    p.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0], metavar="N", help="seeds (default: 0)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
     p.add_argument("--recipe", help="training recipe (default: the trainer's)")
     p.add_argument("--batch-size", type=int)
@@ -27,22 +28,27 @@ def register(subparsers) -> None:
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="torch threads per run (1 is fastest on a busy shared machine)")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only (quick budget)")
-    p.add_argument("--model-opts", metavar="JSON", help='model constructor options, e.g. \'{"width": 32}\'')
+    add_model_opt(p)
+    add_deprecated(p, "--model-opts", "--model-opt KEY=VALUE", dest="model_opt", convert=_json_to_model_opts)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs of background runs)")
     p.add_argument("--approx-images", type=int, default=256,
                    help="held-out images for the approximation error (default: 256)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    try:
-        return _run(args)
-    except ValueError as err:  # bad input: a clear message, no traceback
-        raise SystemExit(f"xnorpp compare: {err}") from None
-
-
-def _run(args) -> int:
+def _json_to_model_opts(text: str) -> list[str]:
+    """The deprecated ``--model-opts '{"width": 32}'`` as ``--model-opt`` items."""
     import json
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--model-opts is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(opts, dict):
+        raise ValueError(f"--model-opts must be a JSON object, got {text!r}")
+    return [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in opts.items()]
+
+
+def run(args) -> int:
     import shlex
     import sys
 
@@ -51,13 +57,8 @@ def _run(args) -> int:
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("data_root", args.data_root),
                                  ("workers", args.workers), ("device", args.device), ("threads", args.threads),
                                  ("train_subset", args.train_subset)) if v is not None}
-    if args.model_opts:
-        try:
-            options["model_opts"] = json.loads(args.model_opts)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--model-opts is not valid JSON ({err}): {args.model_opts!r}") from None
-        if not isinstance(options["model_opts"], dict):
-            raise ValueError(f"--model-opts must be a JSON object, got {args.model_opts!r}")
+    if args.model_opt:
+        options["model_opts"] = parse_model_opts(args.model_opt)
     if args.no_progress:
         options["progress"] = False
     scalings = args.scalings or list(DEFAULT_SCALINGS)

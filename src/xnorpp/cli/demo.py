@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-from . import missing_train_module
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train and evaluate XNOR-Net++ on Fashion-MNIST (what `make demo` runs)",
@@ -26,15 +22,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..train.demo import DEMO_EPOCHS, print_demo, run_demo
-    try:
-        demo = run_demo(out_dir=args.out_dir, data_root=args.data_root, epochs=args.epochs or DEMO_EPOCHS,
-                        budget_s=args.budget_min * 60, baselines=not args.no_baselines,
-                        progress=not args.no_progress, train_subset=args.train_subset,
-                        export=not args.no_export)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        if missing_train_module(err):  # reported once, by xnorpp.cli.main
-            raise
-        print(f"xnorpp demo: error: {err}", file=sys.stderr)
-        return 2
+
+    demo = run_demo(out_dir=args.out_dir, data_root=args.data_root, epochs=args.epochs or DEMO_EPOCHS,
+                    budget_s=args.budget_min * 60, baselines=not args.no_baselines, progress=not args.no_progress,
+                    train_subset=args.train_subset, export=not args.no_export)
     print_demo(demo)
     return 0

@@ -21,11 +21,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import os
 
-    from ..export import ExportError, export_model
+    from ..export import export_model
 
-    try:
-        path = export_model(args.checkpoint, args.output, real_dtype=args.real_dtype, dataset=args.dataset)
-    except (ExportError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"xnorpp export: {err}") from None
+    path = export_model(args.checkpoint, args.output, real_dtype=args.real_dtype, dataset=args.dataset)
     print(f"wrote {path} ({os.path.getsize(path) / 1024:.1f} KiB)")
     return 0

@@ -18,13 +18,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except ValueError as err:  # bad input: a clear message, no traceback
-        raise SystemExit(f"xnorpp report: {err}") from None
-
-
-def _run(args) -> int:
     from ..analysis import report
 
     page = report(args.run_dir, out_dir=args.out_dir, fmt=args.format, partial=args.partial,

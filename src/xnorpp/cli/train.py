@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from . import missing_train_module
+from . import add_model_opt, parse_model_opts
 
 
 def register(subparsers) -> None:
@@ -30,8 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training augmentation (random crop, flip where the data set allows)")
     p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="model constructor option, e.g. width=32 or binary_downsample=true (repeatable)")
+    add_model_opt(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--data-root", default=None, help="folder with the data set's files")
     p.add_argument("--out-dir", default=None, help="parent of new run folders (default runs)")
@@ -49,21 +47,6 @@ def register(subparsers) -> None:
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--list", action="store_true", help="list models, data sets, recipes and scalings, then exit")
     p.set_defaults(func=run)
-
-
-def parse_value(text: str):
-    """'32' → 32, '0.5' → 0.5, 'true' → True, '1,2,2' → (1, 2, 2), else the string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if "," in text:
-        return tuple(parse_value(t) for t in text.split(",") if t)
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 FIELDS = ("model", "dataset", "scaling", "recipe", "epochs", "batch_size", "lr", "weight_decay", "clip_weights",
@@ -95,30 +78,19 @@ def run(args) -> int:
         print_lists()
         return 0
     given = {f: getattr(args, f) for f in FIELDS if getattr(args, f) is not None}
-    try:
-        opts = {}
-        for item in args.model_opt:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--model-opt expects KEY=VALUE, got {item!r}")
-            opts[key.replace("-", "_")] = parse_value(value)
-        if args.resume:
-            config = load_config(args.resume)
-            blocked = sorted(k for k in given if k not in RESUME_OVERRIDES) + (["model_opt"] if opts else [])
-            if blocked:
-                raise ValueError(f"--resume reuses the run's saved settings; these cannot change: "
-                                 f"{', '.join(blocked)} (allowed: {', '.join(RESUME_OVERRIDES)})")
-            for k, v in given.items():
-                setattr(config, k, v)
-            config.run_dir, config.resume = args.resume, True
-        else:
-            config = TrainConfig(**given, model_opts=opts)
-        result = train(config)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
-        if missing_train_module(err):  # reported once, by xnorpp.cli.main
-            raise
-        print(f"xnorpp train: error: {err}", file=sys.stderr)
-        return 2
+    opts = parse_model_opts(args.model_opt)
+    if args.resume:
+        config = load_config(args.resume)
+        blocked = sorted(k for k in given if k not in RESUME_OVERRIDES) + (["model_opt"] if opts else [])
+        if blocked:
+            raise ValueError(f"--resume reuses the run's saved settings; these cannot change: "
+                             f"{', '.join(blocked)} (allowed: {', '.join(RESUME_OVERRIDES)})")
+        for k, v in given.items():
+            setattr(config, k, v)
+        config.run_dir, config.resume = args.resume, True
+    else:
+        config = TrainConfig(**given, model_opts=opts)
+    result = train(config)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     state = "finished" if result.finished else "stopped (resume with --resume)"

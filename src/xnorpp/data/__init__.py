@@ -14,10 +14,22 @@ name               source
 
 Small sets are held in memory as tensors (:class:`InMemoryDataset`) and batched
 by :class:`InMemoryLoader` with vectorized augmentation, no worker processes.
+The facts and the files (:mod:`xnorpp.data.sources`) need only numpy, so that the torch-free runtime
+reads the same test splits; importing ``xnorpp.data`` loads PyTorch only when a name of
+:mod:`xnorpp.data.datasets` is used.
 """
 
-from .datasets import (DATASETS, DatasetInfo, InMemoryDataset, InMemoryLoader, dataset_info, get_dataset,
-                       make_loader)
+from importlib import import_module
 
-__all__ = ["DATASETS", "DatasetInfo", "InMemoryDataset", "InMemoryLoader", "dataset_info", "get_dataset",
-           "make_loader"]
+from .sources import DATASETS, DatasetInfo, dataset_info
+
+_TORCH_NAMES = ("InMemoryDataset", "InMemoryLoader", "get_dataset", "make_loader")
+
+
+def __getattr__(name):
+    if name in _TORCH_NAMES:
+        return getattr(import_module(".datasets", __name__), name)
+    raise AttributeError(f"module 'xnorpp.data' has no attribute {name!r}")
+
+
+__all__ = ["DATASETS", "DatasetInfo", "dataset_info", *_TORCH_NAMES]

@@ -45,7 +45,7 @@ def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, 
     dataset = dataset or config.get("dataset")
     info = None
     if dataset:
-        from ..data import dataset_info
+        from ..data.sources import dataset_info
 
         try:
             info = dataset_info(dataset)
@@ -58,6 +58,8 @@ def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, 
         input_size = input_size or info.input_size
         meta["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
         meta["num_classes"] = info.num_classes
+        if info.classes:
+            meta["classes"] = list(info.classes)
     was_training = model.training
     model.eval()
     try:
@@ -107,7 +109,7 @@ def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.nda
     """Export ``model`` to ``path`` and report the packed model's accuracy, size and speed.
 
     ``images`` are normalized float32 (N, C, H, W), ``labels`` integers; without them the test split
-    of ``dataset`` (fashion-mnist or mnist) is loaded and normalized. Returns a dict with
+    of ``dataset`` (an in-memory data set) is loaded and normalized. Returns a dict with
     ``packed_top1``, ``torch_top1``, ``agreement`` (fraction of equal predictions),
     ``max_logit_rel_diff``, ``file_bytes``, ``float_checkpoint_bytes``, ``size_ratio``,
     ``batch1_ms_packed``, ``batch1_ms_torch`` (best of ``repeat``), ``speedup_batch1`` and ``isa``, ``threads``.
@@ -117,14 +119,11 @@ def export_and_measure(model: nn.Module, path: str | os.PathLike, images: np.nda
     if images is None:
         if dataset is None:
             raise ValueError("export_and_measure needs images and labels, or dataset=...")
-        from ..data import dataset_info
-        from ..runtime.data import load_test_set
+        from ..data.sources import dataset_info, load_arrays, normalized
 
-        raw, labels = load_test_set(dataset, data_root)
         info = dataset_info(dataset)
-        mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
-        images = (raw.astype(np.float32) / np.float32(255.0) - mean) / std
+        raw, labels = load_arrays(dataset, "test", data_root)
+        images = normalized(raw, info.mean, info.std)
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

@@ -48,13 +48,20 @@ def _safetensors():
     return safetensors.numpy
 
 
+# First bytes of what torch.save writes: a zip archive (since PyTorch 1.6) or a bare pickle (protocol 2+).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
 def _header_length(blob: bytes, where: str) -> int:
+    if blob.startswith(_TORCH_MAGIC):
+        raise ModelFormatError(f"{where} is a PyTorch file (torch.save), not a packed .xnor model; export it first: "
+                               "xnorpp export CHECKPOINT -o model.xnor")
     if len(blob) < 8:
         raise ModelFormatError(f"{where}: file too short ({len(blob)} bytes) to be a packed model")
     (header_len,) = struct.unpack("<Q", blob[:8])
     if header_len > len(blob) - 8:
-        raise ModelFormatError(f"{where}: header length {header_len} exceeds the file size {len(blob)}: "
-                               "truncated or corrupted file")
+        raise ModelFormatError(f"{where} is not a packed .xnor model (made by `xnorpp export`), or a truncated one: "
+                               f"its header length {header_len} exceeds the file size {len(blob)}")
     return header_len
 
 
@@ -143,6 +150,23 @@ def decode(blob: bytes, where: str = "packed model") -> tuple[dict, dict[str, np
     except Exception as err:  # safetensors' own error types for a malformed table
         raise ModelFormatError(f"{where}: corrupted tensor table ({err})") from None
     return graph, tensors
+
+
+def is_packed_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file that says it is a packed xnorpp model (nothing else is checked)."""
+    with open(path, "rb") as f:
+        blob = f.read(8)
+        if len(blob) < 8:
+            return False
+        (header_len,) = struct.unpack("<Q", blob)
+        if header_len > min(os.fstat(f.fileno()).st_size - 8, 1 << 30):
+            return False
+        header = f.read(header_len)
+    try:
+        meta = json.loads(header.decode("utf-8")).get("__metadata__")
+    except (UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
 
 
 def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:

@@ -5,7 +5,8 @@ A graph (the ``graph`` JSON of a ``.xnor`` file) is::
     {"input":  {"name": "x", "channels": C, "size": [H, W]},
      "output": "<value name>",
      "nodes":  [{"name": ..., "op": ..., "inputs": [...], "attrs": {...}, "params": {key: tensor name}}, ...],
-     "preprocess": {...}, "num_classes": K, "producer": "...", "real_dtype": "float32"}   (optional)
+     "preprocess": {...}, "num_classes": K, "classes": [K names], "producer": "...",
+     "real_dtype": "float32"}   (the last five optional)
 
 Nodes are in execution order, one per layer of the PyTorch model; each reads values produced
 before it (the input or earlier nodes, the same value any number of times) and its output takes
@@ -365,7 +366,7 @@ class Graph:
     input_shape: Shape  # (C, H, W)
     output: str
     nodes: list[Node]
-    meta: dict = field(default_factory=dict)  # preprocess, num_classes, producer, real_dtype
+    meta: dict = field(default_factory=dict)  # preprocess, num_classes, classes, producer, real_dtype
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -392,7 +393,7 @@ class Graph:
         return _Validator(where, tensors).graph(obj)
 
 
-_META = {"preprocess", "num_classes", "producer", "real_dtype"}
+_META = {"preprocess", "num_classes", "classes", "producer", "real_dtype"}
 
 
 class _Validator:
@@ -534,6 +535,12 @@ class _Validator:
         for key in ("producer", "real_dtype"):
             if key in meta and Attr("text").parse(meta[key]) is None:
                 raise self.fail(f"graph {key!r} must be a string, got {_show(meta[key])}")
+        classes = meta.get("classes")
+        if classes is not None and not (
+                isinstance(classes, list) and len(classes) == meta.get("num_classes", len(classes))
+                and len(classes) <= MAX_DIM and all(Attr("text").parse(c) is not None for c in classes)):
+            raise self.fail("graph 'classes' must be a list of num_classes strings (class names), got "
+                            f"{_show(classes)}")
         pre = meta.get("preprocess")
         if pre is None:
             return

@@ -27,6 +27,7 @@ class PackedModel:
         self.in_channels = graph.input_shape[0]
         self.input_size = graph.input_shape[1:]
         self.num_classes = graph.meta.get("num_classes")
+        self.classes = graph.meta.get("classes")  # class names, when the data set has them
         self.preprocess = graph.meta.get("preprocess")
         self._tensors = Tensors(tensors)
         self.steps = plan(graph)

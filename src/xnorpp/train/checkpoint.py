@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..files import atomic_write
+from ..packed.format import is_packed_model
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -26,10 +28,18 @@ def load_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if is_packed_model(path):
+        raise ValueError(f"{path} is a packed model (.xnor) already, not a checkpoint: run it with `xnorpp run "
+                         f"{path}`; export takes a run folder or its checkpoint.pt / model.pt")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a damaged file or one with pickled code objects
-        raise ValueError(f"{path} is not a readable xnorpp checkpoint ({type(err).__name__}: {err})") from None
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: never for a file one did not make
+        raise ValueError(f"{path} holds Python objects other than tensors and plain values (e.g. a whole pickled "
+                         "model), which xnorpp does not load, as they could run code; an xnorpp checkpoint holds "
+                         "a state_dict ({'model': model.state_dict(), 'config': ...})") from None
+    except Exception as err:  # not a torch file, or a damaged one
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"{path} is not an xnorpp checkpoint: expected a dict with a 'model' state_dict")
     return data
@@ -42,7 +52,11 @@ def resolve_path(path: str | os.PathLike) -> Path:
         for name in (FINAL_MODEL, CHECKPOINT):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"run folder {path} has neither {FINAL_MODEL} nor {CHECKPOINT}")
+        raise FileNotFoundError(f"{path} is not a run folder: it has neither {FINAL_MODEL} nor {CHECKPOINT} (give a "
+                                f"folder made by `xnorpp train`, or its {CHECKPOINT} or {FINAL_MODEL})")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (give a run folder made by `xnorpp train`, or its "
+                                f"{CHECKPOINT} or {FINAL_MODEL})")
     return path
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
         """A copy with the recipe's values filled in for the ``None`` fields (checks names)."""
         from ..data import dataset_info
         from ..models import list_models
+        from ..models.registry import check_options
         from ..scaling import get_scaling
         from .recipes import get_recipe
         recipe = get_recipe(self.recipe)
@@ -67,6 +68,7 @@ class TrainConfig:
         get_scaling(self.scaling)
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; valid names: {', '.join(list_models())}")
+        check_options(self.model, self.model_opts)
         out = dataclasses.replace(self)
         for name in ("epochs", "batch_size", "lr", "weight_decay", "clip_weights"):
             if getattr(out, name) is None:

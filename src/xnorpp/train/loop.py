@@ -28,6 +28,7 @@ METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_t
 # Fields that must agree between a run and the checkpoint it resumes from.
 RESUME_KEYS = ("model", "dataset", "scaling", "recipe", "epochs", "batch_size", "lr", "weight_decay", "seed",
                "model_opts", "ste", "train_subset")
+ESTIMATE_STEPS = 20  # training steps timed before the run says how long it will take
 NO_DECAY_SUFFIXES = ("scale_channel", "scale_height", "scale_width", "scale_spatial", "scale_full", "bias")
 
 
@@ -151,16 +152,21 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _make_run_dir(cfg: TrainConfig, info: D.DistInfo) -> Path:
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _run_dir(cfg: TrainConfig, info: D.DistInfo) -> Path:
     if cfg.run_dir:
         path = Path(cfg.run_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.out_dir) / f"{stamp}-{cfg.dataset}-{cfg.model}-{cfg.scaling}-{cfg.recipe}"
-    path = Path(D.broadcast_object(str(path), info))
-    if info.is_main:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(D.broadcast_object(str(path), info))
 
 
 def _check_resume(cfg: TrainConfig, saved: dict, file: Path) -> None:
@@ -225,7 +231,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     channels_last = cfg.channels_last and cuda
     amp = cfg.amp and cuda
 
-    run_dir = _make_run_dir(cfg, info)
+    run_dir = _run_dir(cfg, info)
     ckpt_path = run_dir / CHECKPOINT
     if not cfg.resume and ckpt_path.exists():
         raise FileExistsError(f"{run_dir} already holds a run ({CHECKPOINT}); resume it with "
@@ -275,7 +281,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
 
     metrics_path = run_dir / "metrics.csv"
     rows = _read_metrics(metrics_path, start_epoch) if info.is_main else []
-    if info.is_main:
+    if info.is_main:  # created only now: a run that fails to start leaves no empty folder behind
+        run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "config.json", "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
     writer = _open_tensorboard(run_dir, cfg.tensorboard) if info.is_main else None
@@ -290,68 +297,86 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
     epochs_run = 0
     show = info.is_main and cfg.progress
     from tqdm.auto import tqdm
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.stop_after is not None and epochs_run >= cfg.stop_after:
-            break
-        set_stage(model, recipe.stage(epoch, cfg.epochs))
-        train_loader.set_epoch(epoch)
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum = correct = seen = 0.0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show,
-                   leave=True, dynamic_ncols=True, mininterval=0.5, file=sys.stdout)
-        for i, (x, y) in enumerate(train_loader):
-            x, y = _to_device(x, y, device, channels_last)
-            with _autocast(device, amp):
-                out = net(x)
-                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if cfg.clip_weights:
-                clip_latent_weights(model)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                                         "try a lower --lr")
-            n = len(y)
-            loss_sum += loss.item() * n
-            correct += (out.argmax(1) == y).sum().item()
-            seen += n
-            if show:
-                bar.update(1)
-                if i % 10 == 0 or i == steps_per_epoch - 1:
-                    rate = seen * info.world_size / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                                    img_s=f"{rate:.0f}", refresh=False)
-        bar.close()
-        epoch_time = time.perf_counter() - t0
-        loss_sum, correct, seen = D.all_reduce_sums([loss_sum, correct, seen], info)
-        test_loss, c1, c5, tn = D.all_reduce_sums(
-            list(evaluate_sums(net, test_loader, device, amp=amp, channels_last=channels_last)), info)
-        train_time += epoch_time
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
-               "train_top1": 100 * correct / seen, "test_loss": test_loss / tn, "test_top1": 100 * c1 / tn,
-               "test_top5": 100 * c5 / tn, "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
-        rows.append(row)
-        best_top1 = max(best_top1, row["test_top1"])
-        last = {k: row[k] for k in last}
-        epochs_run += 1
+    say = tqdm.write if show else print  # tqdm.write keeps the progress bar (on stderr) intact
+    if info.is_main:
+        print(f"training {cfg.model} ({cfg.scaling}) on {cfg.dataset}, recipe {cfg.recipe}: epochs "
+              f"{start_epoch + 1}-{cfg.epochs} of {cfg.epochs}, {steps_per_epoch} steps of batch {cfg.batch_size} "
+              f"each, run folder {run_dir}\nCtrl-C stops it; each finished epoch is saved: continue with "
+              f"`xnorpp train --resume {run_dir}`", flush=True)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.stop_after is not None and epochs_run >= cfg.stop_after:
+                break
+            set_stage(model, recipe.stage(epoch, cfg.epochs))
+            train_loader.set_epoch(epoch)
+            net.train()
+            t0 = time.perf_counter()
+            loss_sum = correct = seen = 0.0
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show,
+                       leave=True, dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+            for i, (x, y) in enumerate(train_loader):
+                x, y = _to_device(x, y, device, channels_last)
+                with _autocast(device, amp):
+                    out = net(x)
+                    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if cfg.clip_weights:
+                    clip_latent_weights(model)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                                             "try a lower --lr")
+                n = len(y)
+                loss_sum += loss.item() * n
+                correct += (out.argmax(1) == y).sum().item()
+                seen += n
+                if i + 1 == min(ESTIMATE_STEPS, steps_per_epoch) and epochs_run == 0 and info.is_main:
+                    per_epoch = (time.perf_counter() - t0) / (i + 1) * steps_per_epoch
+                    left = cfg.epochs - epoch if cfg.stop_after is None else min(cfg.stop_after, cfg.epochs - epoch)
+                    say(f"estimate from the first {i + 1} steps: {_duration(per_epoch)} per epoch, about "
+                        f"{_duration(per_epoch * left)} for the {left} epoch{'s' if left > 1 else ''} of this run "
+                        "(plus testing)")
+                if show:
+                    bar.update(1)
+                    if i % 10 == 0 or i == steps_per_epoch - 1:
+                        rate = seen * info.world_size / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                                        img_s=f"{rate:.0f}", refresh=False)
+            bar.close()
+            epoch_time = time.perf_counter() - t0
+            loss_sum, correct, seen = D.all_reduce_sums([loss_sum, correct, seen], info)
+            test_loss, c1, c5, tn = D.all_reduce_sums(
+                list(evaluate_sums(net, test_loader, device, amp=amp, channels_last=channels_last)), info)
+            train_time += epoch_time
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+                   "train_top1": 100 * correct / seen, "test_loss": test_loss / tn, "test_top1": 100 * c1 / tn,
+                   "test_top5": 100 * c5 / tn, "epoch_time_s": epoch_time, "images_per_s": seen / epoch_time}
+            rows.append(row)
+            best_top1 = max(best_top1, row["test_top1"])
+            last = {k: row[k] for k in last}
+            epochs_run += 1
+            if info.is_main:
+                if show:
+                    print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
+                          f"{row['train_top1']:.2f}% | test top-1 {row['test_top1']:.2f}% top-5 {row['test_top5']:.2f}% "
+                          f"| {row['images_per_s']:.0f} img/s, {epoch_time:.0f} s", flush=True)
+                _write_metrics(metrics_path, rows)
+                if writer is not None:
+                    for k in METRIC_FIELDS[1:]:
+                        writer.add_scalar(k, row[k], epoch + 1)
+                    writer.flush()
+                save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+                             "epoch": epoch + 1, "best_top1": best_top1, "train_time_s": train_time,
+                             "config": cfg.to_dict()}, ckpt_path)
+    except KeyboardInterrupt:
         if info.is_main:
-            if show:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
-                      f"{row['train_top1']:.2f}% | test top-1 {row['test_top1']:.2f}% top-5 {row['test_top5']:.2f}% "
-                      f"| {row['images_per_s']:.0f} img/s, {epoch_time:.0f} s", flush=True)
-            _write_metrics(metrics_path, rows)
-            if writer is not None:
-                for k in METRIC_FIELDS[1:]:
-                    writer.add_scalar(k, row[k], epoch + 1)
-                writer.flush()
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                         "epoch": epoch + 1, "best_top1": best_top1, "train_time_s": train_time,
-                         "config": cfg.to_dict()}, ckpt_path)
+            print(f"\ninterrupted: continue from the last finished epoch with `xnorpp train --resume {run_dir}`",
+                  file=sys.stderr, flush=True)
+        raise
     if writer is not None:
         writer.close()
 
