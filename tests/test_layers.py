@@ -395,3 +395,46 @@ def test_every_scaling_constructs_for_every_pad_value():
     for scaling, pad in itertools.product(ALL_SCALINGS, (0.0, 1.0, -1.0)):
         layer = BinaryConv2d(2, 2, 3, padding=1, scaling=scaling, pad_value=pad, input_size=(4, 4))
         assert layer(torch.randn(1, 2, 4, 4)).shape == (1, 2, 4, 4)
+
+
+def _special_values(dtype):
+    """Values at every edge of the sign and of the clipped STE, plus random ones, in ``dtype``."""
+    eps = torch.finfo(dtype).eps
+    edges = torch.tensor([0.0, -0.0, 1.0, -1.0, 1 + eps, -1 - eps, 1 - eps / 2, -(1 - eps / 2), 1e-38, -1e-38,
+                          float("inf"), 3.0, -3.0], dtype=dtype)  # not -inf too: inf - inf is a NaN sum
+    return torch.cat([edges, 3 * torch.randn(4000, dtype=torch.float64).to(dtype)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("ste", list(STE_DERIVATIVE))
+def test_fast_sign_and_gradient_equal_the_reference_formulas(dtype, ste):
+    # The eager CPU shortcuts (copysign, one fused backward kernel) against the formulas they replace:
+    # sign = where(x < 0, -1, 1) with NaN kept, gradient = upstream · STE derivative, bit for bit.
+    from xnorpp.nn.quantizers import _sign
+
+    torch.manual_seed(0)
+    for poison in (False, True):  # a NaN anywhere sends the whole tensor down the exact path
+        x = _special_values(dtype)
+        if poison:
+            x[7] = float("nan")
+        assert _sign(x)[1] is not poison  # the shortcut is taken exactly when there is no NaN
+        x.requires_grad_()
+        upstream = torch.randn(len(x), dtype=torch.float64).to(dtype)
+        upstream[:3] = torch.tensor([float("inf"), float("nan"), -float("inf")]) if poison else upstream[:3]
+        s = sign_ste(x, ste)
+        xd = x.detach()
+        expect = torch.where(torch.isnan(xd), xd, torch.where(xd < 0, -1.0, 1.0).to(dtype))
+        assert torch.equal(torch.isnan(s), torch.isnan(expect))
+        assert torch.equal(s.nan_to_num(7.0), expect.nan_to_num(7.0))
+        (s * upstream).sum().backward()  # upstream reaches the STE as grad = upstream (times 1)
+        want = upstream * STE_DERIVATIVE[ste](xd.double()).to(dtype)
+        assert torch.equal(torch.isnan(x.grad), torch.isnan(want))
+        assert torch.equal(x.grad.nan_to_num(7.0), want.nan_to_num(7.0))
+
+
+def test_infinite_upstream_gradient_still_reaches_the_weights():
+    # AMP's GradScaler skips a step when a gradient overflowed: an inf must not be dropped by the STE.
+    x = torch.tensor([5.0, 0.5], requires_grad=True)
+    s = sign_ste(x)
+    s.backward(torch.tensor([float("inf"), 1.0]))
+    assert torch.isnan(x.grad[0]) and x.grad[1] == 1.0  # inf · 0 = NaN, as the product has always given

@@ -247,6 +247,8 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
         """sign(I) ⊛ sign(W) with the layer's padding value, before any scale or bias."""
         xb = sign_ste(x, self.ste) if self.binarize_input else x
         wb = sign_ste(self.weight, self.ste)
+        if self.pad_value == 0 and not isinstance(self.padding, str):  # conv pads with zeros itself: no copy
+            return F.conv2d(xb, wb, None, self.stride, self.padding, self.dilation, self.groups)
         return F.conv2d(self._pad(xb, self.pad_value), wb, None, self.stride, 0, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
