@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (folder data sets)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the training step (default: when the run has enough steps to gain)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="on CUDA")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
@@ -51,9 +53,9 @@ def register(subparsers) -> None:
 
 FIELDS = ("model", "dataset", "scaling", "recipe", "epochs", "batch_size", "lr", "weight_decay", "clip_weights",
           "ste", "augment", "label_smoothing", "seed", "data_root", "out_dir", "run_dir", "stop_after",
-          "train_subset", "workers", "device", "threads", "amp", "channels_last", "progress", "tensorboard")
+          "train_subset", "workers", "device", "threads", "compile", "amp", "channels_last", "progress", "tensorboard")
 # Settings a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDES = ("stop_after", "workers", "device", "threads", "progress", "tensorboard", "data_root")
+RESUME_OVERRIDES = ("stop_after", "workers", "device", "threads", "compile", "progress", "tensorboard", "data_root")
 
 
 def print_lists() -> None:

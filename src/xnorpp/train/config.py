@@ -41,6 +41,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, only on CUDA
     channels_last: bool = True  # only on CUDA
     threads: int | None = None  # torch.set_num_threads on CPU; None = cores / processes
+    compile: bool | None = None  # torch.compile the training step; None = when the run is long enough to gain
     progress: bool = True
     tensorboard: bool = True
     train_subset: int | None = None  # use only the first N training images (quick experiments)
