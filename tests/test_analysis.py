@@ -488,3 +488,57 @@ def test_compare_with_the_real_trainer(tmp_path):
     stamp = (tmp_path / "cmp" / "gamma-o-seed0" / "result.json").stat().st_mtime_ns
     compare(tmp_path / "cmp", model="fmnist-net", dataset="digits", scalings=["gamma-o", "float"], **options)
     assert (tmp_path / "cmp" / "gamma-o-seed0" / "result.json").stat().st_mtime_ns == stamp  # skipped
+
+
+def _summary(scaling, seed, top1):
+    from xnorpp.analysis.compare import RunSummary
+
+    return RunSummary(scaling=scaling, seed=seed, run_dir="", test_top1=top1, best_top1=None, train_time_s=None,
+                      params=None, learned_scale_params=0, approx_relative_error=None, approx_cosine=None,
+                      approx_rescaled_error=None, oracle_relative_error=None)
+
+
+def test_paired_differences_against_xnor_with_a_t_interval():
+    from scipy import stats
+
+    from xnorpp.analysis.compare import Comparison
+
+    xnor = [90.0, 91.0, 89.5, 90.5, 92.0]
+    gamma = [90.6, 91.5, 90.3, 90.9, 92.4]  # better on every seed by 0.4–0.8
+    noisy = [91.0, 90.0, 89.0, 92.0, 91.0]  # as often better as worse
+    runs = ([_summary("xnor", s, a) for s, a in enumerate(xnor)] + [_summary("gamma-o", s, a) for s, a in
+            enumerate(gamma)] + [_summary("none", s, a) for s, a in enumerate(noisy)] + [_summary("float", 0, 95.0)])
+    comparison = Comparison(settings={"scalings": ["none", "xnor", "gamma-o", "float"], "model": "m", "dataset": "d",
+                                      "seeds": list(range(5))}, runs=runs)
+    paired = {p["scaling"]: p for p in comparison.paired()}
+    assert set(paired) == {"none", "gamma-o", "float"}
+    for name, values in (("gamma-o", gamma), ("none", noisy)):
+        diffs = [a - b for a, b in zip(values, xnor)]
+        low, high = stats.t.interval(0.95, len(diffs) - 1, loc=stats.tmean(diffs), scale=stats.sem(diffs))
+        assert paired[name]["mean_difference"] == pytest.approx(sum(diffs) / len(diffs))
+        assert paired[name]["ci95"] == pytest.approx([low, high], abs=1e-4)
+    assert paired["gamma-o"]["verdict"] == "higher" and paired["none"]["verdict"] == "cannot tell"
+    assert paired["float"]["n"] == 1 and paired["float"]["ci95"] is None
+    assert "95 % confidence interval" in comparison.markdown() and "higher" in comparison.markdown()
+
+
+def test_t_quantile_matches_scipy():
+    from scipy import stats
+
+    from xnorpp.analysis.compare import t_quantile_975
+
+    for df in list(range(1, 40)) + [50, 100, 1000]:
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4)
+
+
+def test_same_seed_same_initial_weights_across_scalings():
+    # What makes a paired comparison paired: the seed fixes the latent weights whatever the scaling.
+    from xnorpp.models import create
+
+    weights = []
+    for scaling in ("none", "xnor", "gamma-o", "gamma-o-h-w"):
+        torch.manual_seed(3)
+        model = create("fmnist-net", scaling=scaling, in_channels=1, input_size=(28, 28), width=8)
+        weights.append([p.detach() for n, p in model.named_parameters() if n.endswith("weight")])
+    for other in weights[1:]:
+        assert len(other) == len(weights[0]) and all(torch.equal(a, b) for a, b in zip(weights[0], other))
