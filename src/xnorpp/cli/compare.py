@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..scaling import SCALINGS
 from . import add_deprecated, add_model_opt, parse_model_opts
 
@@ -31,6 +33,8 @@ def register(subparsers) -> None:
     add_model_opt(p)
     add_deprecated(p, "--model-opts", "--model-opt KEY=VALUE", dest="model_opt", convert=_json_to_model_opts)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs of background runs)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each run's training step (default: as `xnorpp train` decides)")
     p.add_argument("--approx-images", type=int, default=256,
                    help="held-out images for the approximation error (default: 256)")
     p.set_defaults(func=run)
@@ -56,6 +60,7 @@ def run(args) -> int:
 
     options = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("data_root", args.data_root),
                                  ("workers", args.workers), ("device", args.device), ("threads", args.threads),
+                                 ("compile", args.compile),
                                  ("train_subset", args.train_subset)) if v is not None}
     if args.model_opt:
         options["model_opts"] = parse_model_opts(args.model_opt)
