@@ -376,11 +376,10 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
             best_top1 = max(best_top1, row["test_top1"])
             last = {k: row[k] for k in last}
             epochs_run += 1
-            if info.is_main:
-                if show:
-                    print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
-                          f"{row['train_top1']:.2f}% | test top-1 {row['test_top1']:.2f}% top-5 {row['test_top5']:.2f}% "
-                          f"| {row['images_per_s']:.0f} img/s, {epoch_time:.0f} s", flush=True)
+            if info.is_main:  # the log line of an epoch, bars or not (background runs keep their logs too)
+                print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc "
+                      f"{row['train_top1']:.2f}% | test top-1 {row['test_top1']:.2f}% top-5 {row['test_top5']:.2f}% "
+                      f"| {row['images_per_s']:.0f} img/s, {epoch_time:.0f} s", flush=True)
                 _write_metrics(metrics_path, rows)
                 if writer is not None:
                     for k in METRIC_FIELDS[1:]:
