@@ -29,10 +29,10 @@ METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_t
 # Fields that must agree between a run and the checkpoint it resumes from.
 RESUME_KEYS = ("model", "dataset", "scaling", "recipe", "epochs", "batch_size", "lr", "weight_decay", "seed",
                "model_opts", "ste", "train_subset")
-# Measured on one CPU thread (benchmarks/bench_train_step.py): compiling costs 36 s for fmnist-net (batch 128) and
-# 56 s for ResNet-18 at 64×64 (batch 32), and saves 25 % and 12 % of a step, so it pays after about 900 and 1 100
-# steps; below twice that a run stays eager unless asked (TrainConfig.compile, --compile).
-COMPILE_MIN_STEPS = 2000
+# Measured with benchmarks/bench_train_step.py (one and two CPU threads): compiling costs 36-80 s for fmnist-net
+# (batch 128) and 56 s for ResNet-18 at 64×64 (batch 32) and saves 0.02-0.05 s per step, so it pays after about
+# 900-4 200 steps; shorter runs (the demo: 2 345) stay eager unless asked (TrainConfig.compile, --compile).
+COMPILE_MIN_STEPS = 5000
 ESTIMATE_STEPS = 20  # training steps timed before the run says how long it will take
 NO_DECAY_SUFFIXES = ("scale_channel", "scale_height", "scale_width", "scale_spatial", "scale_full", "bias")
 
