@@ -311,6 +311,9 @@ def test_run_a_data_set_a_npy_file_and_a_folder_of_images(run_dir, packed, tmp_p
     result = xnorpp("run", packed, "--input", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
     assert result.returncode == 0, result.stderr
     assert f"top-1 {100 * _torch_top1(folder, images[:40], labels[:40]):.2f}% on 40 images" in result.stdout
+    blocked = run_cli(["run", str(packed), "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy")])
+    same = result.stdout.partition(" images,")[0]  # up to the speed, which varies
+    assert blocked.returncode == 0 and blocked.stdout.startswith(same), blocked.stderr  # the same without torch
 
     result = xnorpp("run", packed, "--input", tmp_path / "x.npy")  # no labels: one prediction per line
     assert result.returncode == 0, result.stderr
