@@ -325,7 +325,12 @@ def test_run_a_data_set_a_npy_file_and_a_folder_of_images(run_dir, packed, tmp_p
         Image.fromarray(images[i, 0]).save(tmp_path / "images" / str(labels[i]) / f"{i}.png")
     result = xnorpp("run", packed, "--input", tmp_path / "images")
     assert result.returncode == 0, result.stderr
-    assert f"top-1 {100 * _torch_top1(folder, images[:12], labels[:12]):.2f}% on 12 images" in result.stdout
+    expected = f"top-1 {100 * _torch_top1(folder, images[:12], labels[:12]):.2f}% on 12 images"
+    assert expected in result.stdout
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "images").rename(tmp_path / "imagenet" / "val")  # a folder data set: <root>/val/<class>/...
+    result = xnorpp("run", packed, "--dataset", "imagenet", "--data-root", tmp_path / "imagenet")
+    assert result.returncode == 0 and expected in result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("argv, phrases", [
