@@ -211,8 +211,86 @@ def relu(step: Step, t: Tensors) -> Kernel:
 
 @kernel("hardtanh")
 def hardtanh(step: Step, t: Tensors) -> Kernel:
-    lo, hi = np.float32(step.node.attrs["min"]), np.float32(step.node.attrs["max"])
+    a = step.node.attrs
+    lo, hi = (np.float32(a[k]) if k in a else None for k in ("min", "max"))
     return lambda x: np.clip(x, lo, hi)
+
+
+_THREE, _SIX = np.float32(3), np.float32(6)
+
+
+@kernel("hardswish")
+def hardswish(step: Step, t: Tensors) -> Kernel:
+    return lambda x: x * np.clip(x + _THREE, np.float32(0), _SIX) / _SIX  # PyTorch's float32 order
+
+
+@kernel("hardsigmoid")
+def hardsigmoid(step: Step, t: Tensors) -> Kernel:
+    return lambda x: np.clip(x + _THREE, np.float32(0), _SIX) / _SIX
+
+
+def _sigmoid64(x: np.ndarray) -> np.ndarray:
+    """1/(1 + exp(-x)) in float64, without overflow warnings for large |x|."""
+    e = np.exp(-np.abs(x.astype(np.float64)))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@kernel("sigmoid")
+def sigmoid(step: Step, t: Tensors) -> Kernel:
+    return lambda x: _sigmoid64(x).astype(np.float32)
+
+
+@kernel("silu")
+def silu(step: Step, t: Tensors) -> Kernel:
+    return lambda x: (x * _sigmoid64(x)).astype(np.float32)
+
+
+@kernel("tanh")
+def tanh(step: Step, t: Tensors) -> Kernel:
+    return lambda x: np.tanh(x.astype(np.float64)).astype(np.float32)
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function in float64, relative error below 1.2e-7 everywhere.
+
+    numpy has no erf; this is the Chebyshev fit of Press et al., Numerical Recipes (2nd ed.), §6.2 (erfcc).
+    """
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    r = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, r, 2.0 - r)
+
+
+@kernel("gelu")
+def gelu(step: Step, t: Tensors) -> Kernel:
+    if step.node.attrs["approximate"] == "tanh":
+        def run(x):
+            x = x.astype(np.float64)
+            return (0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))).astype(np.float32)
+
+        return run
+    # x·Φ(x) = x·erfc(-x/√2)/2: the relative error of erfc stays small where Φ is tiny (large negative x)
+    return lambda x: (0.5 * x * erfc(-x.astype(np.float64) / np.sqrt(2.0))).astype(np.float32)
+
+
+@kernel("layer_norm")
+def layer_norm(step: Step, t: Tensors) -> Kernel:
+    """Normalize over the last axis (the channels of an NHWC map, the features of a vector), in float64."""
+    eps, weight, bias = step.node.attrs["eps"], t(step.node, "weight"), t(step.node, "bias")
+
+    def run(x):
+        x = x.astype(np.float64)
+        centered = x - x.mean(axis=-1, keepdims=True)
+        y = centered / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        return y.astype(np.float32)
+
+    return run
 
 
 @kernel("identity")
@@ -222,7 +300,40 @@ def identity(step: Step, t: Tensors) -> Kernel:
 
 @kernel("add")
 def add(step: Step, t: Tensors) -> Kernel:
-    return lambda x, y: x + y
+    return lambda x, y: x + y  # NHWC arrays broadcast as the NCHW values do: a (C, 1, 1) is (1, 1, C)
+
+
+@kernel("sub")
+def sub(step: Step, t: Tensors) -> Kernel:
+    return lambda x, y: x - y
+
+
+@kernel("mul")
+def mul(step: Step, t: Tensors) -> Kernel:
+    return lambda x, y: x * y
+
+
+@kernel("concat")
+def concat(step: Step, t: Tensors) -> Kernel:
+    return lambda *xs: np.concatenate(xs, axis=-1)  # channels (or features) are the last axis
+
+
+@kernel("channel_slice")
+def channel_slice(step: Step, t: Tensors) -> Kernel:
+    start, stop = step.node.attrs["start"], step.node.attrs["stop"]
+    return lambda x: np.ascontiguousarray(x[..., start:stop])
+
+
+@kernel("channel_shuffle")
+def channel_shuffle(step: Step, t: Tensors) -> Kernel:
+    """Output channel j·groups + i is input channel i·(C/groups) + j (view, transpose(1, 2), view)."""
+    groups = step.node.attrs["groups"]
+
+    def run(x):
+        n, h, w, c = x.shape
+        return np.ascontiguousarray(x.reshape(n, h, w, groups, c // groups).transpose(0, 1, 2, 4, 3)).reshape(x.shape)
+
+    return run
 
 
 @kernel("flatten")
@@ -282,3 +393,18 @@ def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
     cols = (np.arange(ow) * w // ow, -(-(np.arange(ow) + 1) * w // ow))
     divisor = ((rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]).astype(np.float64)[None, :, :, None]
     return lambda x: np.ascontiguousarray(_box_sums(x, rows, cols) / divisor, dtype=np.float32)
+
+
+@kernel("global_pool")
+def global_pool(step: Step, t: Tensors) -> Kernel:
+    """Mean (accumulated in float64) or max over H and W."""
+    mode, keepdim = step.node.attrs["mode"], step.node.attrs["keepdim"]
+
+    def run(x):
+        if mode == "mean":
+            y = x.mean(axis=(1, 2), dtype=np.float64, keepdims=keepdim).astype(np.float32)
+        else:
+            y = x.max(axis=(1, 2), keepdims=keepdim)
+        return np.ascontiguousarray(y)
+
+    return run
