@@ -229,20 +229,24 @@ def hardsigmoid(step: Step, t: Tensors) -> Kernel:
     return lambda x: np.clip(x + _THREE, np.float32(0), _SIX) / _SIX
 
 
-def _sigmoid64(x: np.ndarray) -> np.ndarray:
-    """1/(1 + exp(-x)) in float64, without overflow warnings for large |x|."""
-    e = np.exp(-np.abs(x.astype(np.float64)))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+# The float activations follow PyTorch's float32 formulas where they saturate, so that both give the same
+# sign at the extremes (silu(-100) is -0.0 in PyTorch: a float64 value rounded to float32 would be negative).
+_ONE, _HALF = np.float32(1), np.float32(0.5)
+
+
+def _exp_neg(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(-x)  # float32: inf below -88.7, as in PyTorch
 
 
 @kernel("sigmoid")
 def sigmoid(step: Step, t: Tensors) -> Kernel:
-    return lambda x: _sigmoid64(x).astype(np.float32)
+    return lambda x: _ONE / (_ONE + _exp_neg(x))
 
 
 @kernel("silu")
 def silu(step: Step, t: Tensors) -> Kernel:
-    return lambda x: (x * _sigmoid64(x)).astype(np.float32)
+    return lambda x: x / (_ONE + _exp_neg(x))
 
 
 @kernel("tanh")
@@ -263,16 +267,26 @@ def erfc(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, r, 2.0 - r)
 
 
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64, absolute error below 1.2e-7 (relative to 1 ± erf: the tails are accurate)."""
+    return np.where(x >= 0, 1.0 - erfc(x), erfc(-x) - 1.0)
+
+
 @kernel("gelu")
 def gelu(step: Step, t: Tensors) -> Kernel:
+    """PyTorch's float32 formulas: x·0.5·(1 + erf(x/√2)), or x·0.5·(1 + tanh(√(2/π)(x + 0.044715x³)))."""
     if step.node.attrs["approximate"] == "tanh":
-        def run(x):
-            x = x.astype(np.float64)
-            return (0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))).astype(np.float32)
+        beta, kappa = np.float32(np.sqrt(2.0 / np.pi)), np.float32(0.044715)
 
-        return run
-    # x·Φ(x) = x·erfc(-x/√2)/2: the relative error of erfc stays small where Φ is tiny (large negative x)
-    return lambda x: (0.5 * x * erfc(-x.astype(np.float64) / np.sqrt(2.0))).astype(np.float32)
+        def inner(x):
+            return np.tanh((beta * (x + kappa * x * x * x)).astype(np.float64)).astype(np.float32)
+    else:
+        alpha = np.float32(1 / np.sqrt(2.0))
+
+        def inner(x):
+            return erf((x * alpha).astype(np.float64)).astype(np.float32)
+
+    return lambda x: x * _HALF * (_ONE + inner(x))
 
 
 @kernel("layer_norm")
@@ -355,15 +369,6 @@ def max_pool(step: Step, t: Tensors) -> Kernel:
     return lambda x: _core.max_pool2d(x, *args)
 
 
-def _box_sums(x: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Sums of x (N, H, W, C) over the windows [r0, r1) × [c0, c1) of every output pixel, from an integral image."""
-    n, h, w, c = x.shape
-    s = np.zeros((n, h + 1, w + 1, c), np.float64)
-    np.cumsum(np.cumsum(x, axis=1, dtype=np.float64), axis=2, out=s[:, 1:, 1:])
-    (r0, r1), (c0, c1) = (v[:, None] for v in rows), (v[None, :] for v in cols)
-    return s[:, r1, c1] - s[:, r0, c1] - s[:, r1, c0] + s[:, r0, c0]
-
-
 @kernel("avg_pool2d")
 def avg_pool(step: Step, t: Tensors) -> Kernel:
     a = step.node.attrs
@@ -389,10 +394,32 @@ def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
     _, oh, ow = node.shape
     if h % oh == 0 and w % ow == 0:  # equal windows (global pooling among them)
         return _tiled_mean((h // oh, w // ow))
-    rows = (np.arange(oh) * h // oh, -(-(np.arange(oh) + 1) * h // oh))
-    cols = (np.arange(ow) * w // ow, -(-(np.arange(ow) + 1) * w // ow))
-    divisor = ((rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]).astype(np.float64)[None, :, :, None]
-    return lambda x: np.ascontiguousarray(_box_sums(x, rows, cols) / divisor, dtype=np.float32)
+    rows = _window_bounds(h, oh)
+    cols = _window_bounds(w, ow)
+
+    def run(x):
+        """Window means, rows then columns, summed in float64: exact where a window holds one value or only zeros."""
+        by_rows = _window_sums(x.astype(np.float64), rows, axis=1)
+        return np.ascontiguousarray(_window_sums(by_rows, cols, axis=2), dtype=np.float32)
+
+    return run
+
+
+def _window_bounds(size: int, out: int) -> np.ndarray:
+    """PyTorch's adaptive windows [start, end) of each output index, interleaved: start0, end0, start1, ..."""
+    i = np.arange(out)
+    return np.stack([i * size // out, -(-(i + 1) * size // out)], axis=1).reshape(-1)
+
+
+def _window_sums(x: np.ndarray, bounds: np.ndarray, axis: int) -> np.ndarray:
+    """Means of x over the windows ``bounds`` along ``axis`` (windows may overlap): one reduceat, no Python loop."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, 1)  # reduceat's indices must be valid: an end may be the size itself
+    sums = np.add.reduceat(np.pad(x, pad), bounds, axis=axis)
+    counts = (bounds[1::2] - bounds[0::2]).astype(np.float64)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return np.take(sums, np.arange(0, len(bounds), 2), axis=axis) / counts.reshape(shape)
 
 
 @kernel("global_pool")
