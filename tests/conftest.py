@@ -80,3 +80,34 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
     return model.eval()
+
+
+def exempt_images(model, x: np.ndarray) -> np.ndarray:
+    """Per image: True where a sign input of some binary layer is undetermined at float32 precision.
+
+    That is the rule of :data:`SIGN_TOLERANCE` (a non-zero float64 input within it of 0), plus the images where
+    PyTorch's own float32 evaluation gives another sign than float64 at some binary layer: an input that is 0 in
+    exact arithmetic (a LayerNorm of equal channels, a cancellation) comes out as ±1e-8 in float32, so its sign is
+    the rounding's, in PyTorch as in the packed runtime.
+    """
+    signs = []
+
+    def record(module, args):
+        signs.append((args[0].detach() < 0).flatten(1))
+
+    hooks = [m.register_forward_pre_hook(record) for _, m in binary_modules(model)]
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    signs32, disagree = list(signs), []
+    model64 = copy.deepcopy(model).double()
+
+    def compare(module, args):
+        disagree.append(((args[0] < 0).flatten(1) != signs32[len(disagree)]).any(1))
+
+    hooks = [m.register_forward_pre_hook(compare) for _, m in binary_modules(model64)]
+    with torch.no_grad():
+        model64(torch.from_numpy(x).double())
+    flips = torch.stack(disagree, 1).any(1).numpy()
+    return flips | (sign_distances(model, x) < SIGN_TOLERANCE)
