@@ -23,7 +23,7 @@ def binary_conv(w: np.ndarray, in_channels: int, in_hw=(1, 1), groups=1, stride=
 
 
 def float_conv(w: np.ndarray, in_hw, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), **stage) -> _core.FloatConv:
-    """A core FloatConv for weights (O, C, KH, KW) on inputs of in_hw."""
+    """A core FloatConv for weights (O, C/groups, KH, KW) on inputs of in_hw (groups= among the keywords)."""
     out_hw = conv_output_size(tuple(in_hw), w.shape[2:], stride, pad, dil)
     return _core.FloatConv(w, tuple(in_hw), out_hw, stride, pad, dil, **stage)
 

@@ -378,3 +378,23 @@ def test_shapes_are_inferred():
         {"name": "s", "op": "channel_slice", "inputs": ["m"], "attrs": {"start": 1, "stop": 3}},
         {"name": "c", "op": "concat", "inputs": ["m", "x", "s"]}]), {})
     assert [n.shape for n in graph.nodes] == [(4, 1, 1), (4, 3, 3), (2, 3, 3), (10, 3, 3)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_real_grouped_and_depthwise_convs_with_fused_epilogue(seed, tmp_path):
+    """MobileNet's depthwise conv + BN + ReLU, and a grouped conv + BN + PReLU: the compiled core, fused."""
+    rng = np.random.default_rng(seed)
+    c, groups = int(rng.integers(1, 40)), int(rng.integers(2, 5))
+    _, h, w = _shape(seed)
+    model = Lambda(lambda s, x: s.act2(s.bn2(s.grouped(s.act(s.bn(s.dw(x)))))), c,
+                   dw=nn.Conv2d(c, c, 3, padding=1, groups=c, stride=1 + seed % 2), bn=nn.BatchNorm2d(c),
+                   act=nn.ReLU(), grouped=nn.Conv2d(c, groups * 3, 3, padding=1, groups=1 if c % groups else groups),
+                   bn2=nn.BatchNorm2d(groups * 3), act2=nn.PReLU(groups * 3))
+    with torch.no_grad():
+        for bn in (model.bn, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.uniform_(-1.5, 1.5)
+    packed = _check(model, _input(seed, c, h + 2, w + 2), tmp_path)
+    fused = [s.describe() for s in packed.steps if s.node.op == "conv2d" and s.node.groups > 1]
+    assert fused and all("batch_norm -> " in d for d in fused), packed.steps

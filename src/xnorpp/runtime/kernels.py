@@ -148,44 +148,19 @@ def binary(step: Step, t: Tensors) -> Kernel:
 @kernel("conv2d", "linear")
 def real_conv(step: Step, t: Tensors) -> Kernel:
     node, a = step.node, step.node.attrs
-    if node.op == "conv2d" and a["groups"] > 1:
-        return grouped_conv(node, t)
     weight = t(node, "weight")
     if node.op == "linear":
         weight = weight[:, :, None, None]
     bn, act = _epilogue(step, ("batch_norm",)), _epilogue(step, ("prelu", "relu"))
     o = node.shape[0]
     geometry = {} if node.op == "linear" else {"stride": a["stride"], "padding": a["padding"],
-                                               "dilation": a["dilation"]}
+                                               "dilation": a["dilation"], "groups": a["groups"]}
     conv = _core.FloatConv(np.ascontiguousarray(weight), _hw(node.in_shapes[0]), _hw(node.shape),
                            bias=t(node, "bias"), scale=t(bn, "scale"), shift=t(bn, "shift"),
                            **_activation(act, o, t), **geometry)
     if node.op == "linear":  # a 1×1 conv on (N, 1, 1, F): no BLAS threads spinning against the kernel pool
         return lambda x: conv.forward(x.reshape(x.shape[0], 1, 1, -1)).reshape(x.shape[0], o)
     return conv.forward
-
-
-def grouped_conv(node: Node, t: Tensors) -> Kernel:
-    """A grouped real conv (rare in binary networks): im2col per group + BLAS in numpy."""
-    a = node.attrs
-    weight, bias = t(node, "weight"), t(node, "bias")
-    groups, (kh, kw), (sh, sw), (dh, dw) = a["groups"], a["kernel"], a["stride"], a["dilation"]
-    top, bottom, left, right = a["padding"]
-    o, oh, ow = node.shape
-    og, cg = o // groups, a["in_channels"] // groups
-    mats = [weight[g * og:(g + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og) for g in range(groups)]
-
-    def run(x):
-        xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        taps = [xp[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
-                for ky in range(kh) for kx in range(kw)]
-        out = np.empty((x.shape[0], oh, ow, o), np.float32)
-        for g in range(groups):
-            cols = np.concatenate([tap[..., g * cg:(g + 1) * cg] for tap in taps], axis=-1)
-            out[..., g * og:(g + 1) * og] = cols @ mats[g]
-        return out if bias is None else out + bias
-
-    return run
 
 
 @kernel("batch_norm", "prelu")
