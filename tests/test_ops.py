@@ -398,3 +398,28 @@ def test_real_grouped_and_depthwise_convs_with_fused_epilogue(seed, tmp_path):
     packed = _check(model, _input(seed, c, h + 2, w + 2), tmp_path)
     fused = [s.describe() for s in packed.steps if s.node.op == "conv2d" and s.node.groups > 1]
     assert fused and all("batch_norm -> " in d for d in fused), packed.steps
+
+
+@pytest.mark.parametrize("pad_value", [0.0, 1.0, -1.0])
+@pytest.mark.parametrize("channels, groups", [(16, 16), (24, 12), (12, 3), (64, 2)])
+def test_grouped_binary_convs_are_exact_on_either_path(channels, groups, pad_value, tmp_path, monkeypatch):
+    """Small groups run as a real conv of the ±1 signs (kernels.SMALL_GROUP), larger ones in the packed kernel:
+    both give PyTorch's binary layer exactly (float32 reference, input affine, PReLU, odd padding, stride)."""
+    from xnorpp.nn import BinaryConv2d
+
+    torch.manual_seed(groups)
+    model = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels),
+                          BinaryConv2d(channels, 2 * channels, 3, padding=(1, 2), stride=(1, 2), groups=groups,
+                                       scaling="gamma-o", pad_value=pad_value, bias=True),
+                          nn.PReLU(2 * channels)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[2].scale_channel.uniform_(0.5, 1.5)
+        model[3].weight.uniform_(0.05, 0.3)
+    path = export_model(model, tmp_path / "m.xnor", input_size=(9, 11))
+    x = _input(groups, 3, 9, 11)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    for small in (0, 64):  # every group through the packed kernel, then every group through the real conv
+        monkeypatch.setattr(kernels, "SMALL_GROUP", small)
+        np.testing.assert_array_equal(runtime.load(path)(x), expect, err_msg=f"SMALL_GROUP={small}")

@@ -131,16 +131,63 @@ def binary(step: Step, t: Tensors) -> Kernel:
             kmap = np.abs(x).mean(axis=-1, dtype=np.float32) if linear else magnitude_map(x, node)
         return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
 
-    def run(x):
-        if step.bits_in:
-            return conv.forward(x, None, out)
-        return conv.forward(*pack(x), out)
+    run = _small_groups(step, t, scale, slope) if not (magnitude or scale_map is not None or step.bits_out) else None
+    if run is None:
+        def run(x):
+            if step.bits_in:
+                return conv.forward(x, None, out)
+            return conv.forward(*pack(x), out)
 
     def dots(x):
         """Integer dot products sign(x') ⊛ sign(W) (int32), x' = x with the input affine applied."""
         return conv.forward(pack(x)[0], None, "int32")
 
     run.layer, run.dots = conv, dots
+    return run
+
+
+# Channels per group up to which a grouped binary conv runs as a real conv of its ±1 signs: the packed kernel
+# gives each group whole words and a whole register tile of output channels, so a depthwise conv keeps 1 of 32
+# bits and 1 of 32-64 lanes busy (1200-2000× the dense time per multiply-accumulate; 2-7× less this way).
+# Products of ±1 summed in float32 are exact integers below 2^24, so the result is the same. From 4 channels
+# per group the packed kernel is as fast or faster on AVX-512 (benchmarks/README.md, grouped binary convs).
+SMALL_GROUP = 2
+
+
+def _small_groups(step: Step, t: Tensors, scale, slope) -> Kernel | None:
+    """A grouped binary conv with few channels per group, as the core's grouped/depthwise real conv of the
+    signs: the same dot products (exact), then ·scale + bias and PReLU, the binary output stage's operations."""
+    node, a = step.node, step.node.attrs
+    if node.op != "binary_conv2d" or a["groups"] == 1 or step.bits_in:
+        return None
+    cg, (kh, kw) = a["in_channels"] // a["groups"], a["kernel"]
+    if cg > SMALL_GROUP or cg * kh * kw >= 2 ** 24:
+        return None
+    o = node.shape[0]
+    weight = bits.to_signs(t(node, "weight_bits"), o, (kh, kw), cg)
+    pad_value = np.float32(a["pad_value"])
+    padding = a["padding"] if pad_value == 0 else (0, 0, 0, 0)  # zero padding of the signs: PyTorch's
+    in_hw = _hw(node.in_shapes[0])
+    top, bottom, left, right = a["padding"]
+    if pad_value != 0:
+        in_hw = (in_hw[0] + top + bottom, in_hw[1] + left + right)
+    conv = _core.FloatConv(weight, in_hw, _hw(node.shape), a["stride"], padding, a["dilation"], a["groups"],
+                           scale=scale, shift=t(node, "bias"), slope=slope)
+    in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
+    one = np.float32(1)
+
+    def run(x):
+        if in_scale is not None:
+            x = x * in_scale
+        if in_shift is not None:
+            x = x + in_shift
+        if np.isnan(x).any():
+            raise _core.NaNError("input contains NaN; a NaN has no sign (the packed runtime refuses it)")
+        signs = (x < 0).astype(np.float32) * np.float32(-2) + one  # sign(0) = sign(-0) = +1
+        if pad_value != 0:
+            signs = np.pad(signs, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+        return conv.forward(signs)
+
     return run
 
 
