@@ -314,43 +314,71 @@ static void float_conv_impl(const ConvShape& s, const float* x, const float* wbl
 }
 
 // Depthwise: every output channel reads its own input channel, so the channels are the vector lanes.
-// A row of output pixels per item; the last partial vector of channels goes through a zero-padded copy.
+// A row of output pixels per item, DP pixels at a time (independent accumulators hide the FMA latency and
+// share each weight load); the last partial vector of channels goes through a zero-padded copy.
+constexpr int DP = 4;
+
+template <int NP>
+static inline void depthwise_pixels(const ConvShape& s, const float* const* origin, const float* w, int64_t cpad,
+                                    int64_t c0, bool partial, const FloatStage& st, float* const* y) {
+    const int64_t c = s.c;
+    vfloat acc[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) acc[p] = vfloat{};
+    alignas(64) float tail[VW];
+    for (int64_t ky = 0; ky < s.kh; ++ky)
+        for (int64_t kx = 0; kx < s.kw; ++kx) {
+            const int64_t off = (ky * s.dh * s.w + kx * s.dw) * c + c0;
+            const vfloat wv = load_f(w + (ky * s.kw + kx) * cpad + c0);
+#pragma GCC unroll 4
+            for (int p = 0; p < NP; ++p) {
+                vfloat v;
+                if (!partial) {
+                    v = load_f(origin[p] + off);
+                } else {
+                    std::fill(tail, tail + VW, 0.0f);
+                    std::copy(origin[p] + off, origin[p] + off + (c - c0), tail);
+                    v = load_f(tail);
+                }
+                acc[p] = fmadd(v, wv, acc[p]);
+            }
+        }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) {
+        const vfloat z = float_stage(acc[p], st, c0);
+        if (!partial) {
+            store_f(y[p] + c0, z);
+        } else {
+            store_f(tail, z);
+            std::copy(tail, tail + (c - c0), y[p] + c0);
+        }
+    }
+}
+
 static void float_depthwise_impl(const ConvShape& s, const float* x, const float* w, const FloatStage& st,
                                  float* out) {
     const int64_t c = s.c, cpad = (c + FL - 1) / FL * FL, taps = s.kh * s.kw, full = c / VW * VW;
     parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
-        alignas(64) float tail[VW];
+        const float* origin[DP];
+        float* y[DP];
         for (int64_t row = rb; row < re; ++row) {
             const int64_t n = row / s.oh, oy = row % s.oh;
-            for (int64_t ox = 0; ox < s.ow; ++ox) {
-                const float* origin = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * c;
-                float* y = out + (row * s.ow + ox) * c;
+            for (int64_t ox0 = 0; ox0 < s.ow; ox0 += DP) {
+                const int np = static_cast<int>(std::min<int64_t>(DP, s.ow - ox0));
+                for (int p = 0; p < np; ++p) {
+                    origin[p] = x + ((n * s.h + oy * s.sh) * s.w + (ox0 + p) * s.sw) * c;
+                    y[p] = out + (row * s.ow + ox0 + p) * c;
+                }
                 for (int64_t c0 = 0; c0 < c; c0 += VW) {
-                    vfloat acc{};
-                    for (int64_t ky = 0; ky < s.kh; ++ky)
-                        for (int64_t kx = 0; kx < s.kw; ++kx) {
-                            const float* xv = origin + (ky * s.dh * s.w + kx * s.dw) * c + c0;
-                            vfloat v;
-                            if (c0 < full) {
-                                v = load_f(xv);
-                            } else {
-                                std::fill(tail, tail + VW, 0.0f);
-                                std::copy(xv, xv + (c - c0), tail);
-                                v = load_f(tail);
-                            }
-                            acc = fmadd(v, load_f(w + (ky * s.kw + kx) * cpad + c0), acc);
-                        }
-                    acc = float_stage(acc, st, c0);
-                    if (c0 < full) {
-                        store_f(y + c0, acc);
-                    } else {
-                        store_f(tail, acc);
-                        std::copy(tail, tail + (c - c0), y + c0);
-                    }
+                    const bool partial = c0 >= full;
+                    if (np == DP)
+                        depthwise_pixels<DP>(s, origin, w, cpad, c0, partial, st, y);
+                    else
+                        for (int p = 0; p < np; ++p) depthwise_pixels<1>(s, origin + p, w, cpad, c0, partial, st, y + p);
                 }
             }
         }
-    }, static_cast<double>(s.ow * taps * cpad / VW));
+    }, static_cast<double>(s.ow * taps * cpad / VW) / 2.0);
 }
 
 static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl,

@@ -177,13 +177,14 @@ def _small_groups(step: Step, t: Tensors, scale, slope) -> Kernel | None:
     one = np.float32(1)
 
     def run(x):
-        if in_scale is not None:
-            x = x * in_scale
-        if in_shift is not None:
-            x = x + in_shift
+        if in_scale is not None or in_shift is not None:  # x·scale, then + shift: two roundings, as the packer
+            x = x * in_scale if in_scale is not None else x.copy()
+            if in_shift is not None:
+                x += in_shift
         if np.isnan(x).any():
             raise _core.NaNError("input contains NaN; a NaN has no sign (the packed runtime refuses it)")
-        signs = (x < 0).astype(np.float32) * np.float32(-2) + one  # sign(0) = sign(-0) = +1
+        signs = np.multiply(x < 0, np.float32(-2), dtype=np.float32)
+        signs += one  # sign(0) = sign(-0) = +1
         if pad_value != 0:
             signs = np.pad(signs, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
         return conv.forward(signs)
