@@ -131,9 +131,11 @@ def main() -> None:
     parser.add_argument("--skip-grouped", action="store_true")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
+    from xnorpp import _core
+
     load = os.getloadavg()
-    lines = [f"{cpu_model()}; load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
-             f"min / median of {args.rounds} interleaved rounds.", ""]
+    lines = [f"{cpu_model()}; packed models on the {_core.isa()} path; load average before the run "
+             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; min / median of {args.rounds} interleaved rounds.", ""]
     lines += models_table(args.models, args.rounds)
     if not args.skip_grouped:
         lines += ["", "Per MAC, min of the rounds; in parentheses the median over rounds of (grouped ÷ dense) time "
