@@ -228,27 +228,35 @@ class FloatConv {
 public:
     FloatConv(const InArray& weight, std::array<int64_t, 2> in_size, std::array<int64_t, 2> out_size,
               std::array<int64_t, 2> stride, std::array<int64_t, 4> padding, std::array<int64_t, 2> dilation,
-              const std::optional<InArray>& bias, const std::optional<InArray>& scale,
+              int64_t groups, const std::optional<InArray>& bias, const std::optional<InArray>& scale,
               const std::optional<InArray>& shift, const std::optional<InArray>& slope, bool relu,
               const std::optional<std::string>& isa)
         : in_(in_size), out_(out_size), stride_(stride), padding_(padding), dilation_(dilation), relu_(relu) {
         const float* w = checked<float>(weight, "FloatConv: weight", {4});
         o_ = weight.shape(0);
-        c_ = weight.shape(1);
         kh_ = weight.shape(2);
         kw_ = weight.shape(3);
-        if (o_ < 1 || c_ < 1 || kh_ < 1 || kw_ < 1 || kh_ > kMaxGeometry || kw_ > kMaxGeometry)
-            throw std::invalid_argument("FloatConv: weight must have a non-zero shape (O, C, KH, KW)");
+        if (o_ < 1 || weight.shape(1) < 1 || kh_ < 1 || kw_ < 1 || kh_ > kMaxGeometry || kw_ > kMaxGeometry)
+            throw std::invalid_argument("FloatConv: weight must have a non-zero shape (O, C/groups, KH, KW)");
+        if (groups < 1 || groups > kMaxGeometry || o_ % groups)
+            throw std::invalid_argument("FloatConv: groups must be in [1, 2^24] and divide the " +
+                                        std::to_string(o_) + " output channels, got " + std::to_string(groups));
+        groups_ = groups;
+        c_ = int64_t(weight.shape(1)) * groups;
+        if (c_ > kMaxGeometry) throw std::invalid_argument("FloatConv: more than 2^24 input channels");
         check_geometry("FloatConv", stride, padding, dilation, in_size, out_size);
         check_windows("FloatConv", in_size, out_size, kh_, kw_, stride, padding, dilation);
         kernels_ = kernels_for("FloatConv", isa);
-        const size_t padded = static_cast<size_t>((o_ + kernels_->float_lanes - 1) / kernels_->float_lanes *
-                                                  kernels_->float_lanes);
+        const int lanes = kernels_->float_lanes;
+        // Stage arrays: a group's last block of lanes may read past O (float_conv in core.h).
+        const size_t padded = static_cast<size_t>((o_ + lanes - 1) / lanes * lanes + lanes);
         bias_ = optional_vector(bias, "FloatConv: bias", o_, padded);
         scale_ = optional_vector(scale, "FloatConv: scale", o_, padded);
         shift_ = optional_vector(shift, "FloatConv: shift", o_, padded);
         slope_ = optional_vector(slope, "FloatConv: slope", o_, padded);
-        blocks_ = block_float_weights(w, o_, c_, kh_, kw_, kernels_->float_lanes);
+        depthwise_ = groups > 1 && groups == c_ && groups == o_;
+        blocks_ = depthwise_ ? block_depthwise_weights(w, c_, kh_, kw_, lanes)
+                             : block_float_weights(w, o_, c_ / groups, kh_, kw_, groups, lanes);
     }
 
     nb::ndarray<nb::numpy, float> forward(const InArray& x) {
@@ -257,6 +265,7 @@ public:
             throw std::invalid_argument("FloatConv.forward: x has " + std::to_string(x.shape(3)) +
                                         " channels (last axis of NHWC), expected " + std::to_string(c_));
         ConvShape s = conv_shape(x.shape(0), c_, o_, kh_, kw_, stride_, dilation_);
+        s.groups = groups_;
         const int64_t h = x.shape(1), w = x.shape(2);
         if (h != in_[0] || w != in_[1])
             throw std::invalid_argument("FloatConv.forward: input " + std::to_string(h) + "x" + std::to_string(w) +
@@ -281,7 +290,7 @@ public:
                                   padded.begin() + ((n * s.h + y + padding_[0]) * s.w + padding_[2]) * c_);
                 input = padded.data();
             }
-            kernels_->float_conv(s, input, blocks_.data(), st, out);
+            (depthwise_ ? kernels_->float_depthwise : kernels_->float_conv)(s, input, blocks_.data(), st, out);
         }
         return result;
     }
@@ -292,10 +301,10 @@ private:
     std::array<int64_t, 2> in_, out_, stride_;
     std::array<int64_t, 4> padding_;
     std::array<int64_t, 2> dilation_;
-    int64_t o_, c_, kh_, kw_;
+    int64_t o_, c_, kh_, kw_, groups_;
     const IsaKernels* kernels_;
     std::vector<float> blocks_, bias_, scale_, shift_, slope_;
-    bool relu_;
+    bool relu_, depthwise_;
 };
 
 // Checks the arguments of a pooling call on (N, H, W, C) float32 and allocates its (N, OH, OW, C) output.
@@ -572,15 +581,15 @@ NB_MODULE(_core, m) {
         .def_prop_ro("groups", &BinaryConv::groups);
     nb::class_<FloatConv>(m, "FloatConv")
         .def(nb::init<const InArray&, std::array<int64_t, 2>, std::array<int64_t, 2>, std::array<int64_t, 2>,
-                      std::array<int64_t, 4>, std::array<int64_t, 2>, const std::optional<InArray>&,
+                      std::array<int64_t, 4>, std::array<int64_t, 2>, int64_t, const std::optional<InArray>&,
                       const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&, bool,
                       const std::optional<std::string>&>(),
              nb::arg("weight"), nb::arg("in_size"), nb::arg("out_size"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
              nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0}, nb::arg("dilation") = std::array<int64_t, 2>{1, 1},
-             nb::arg("bias") = nb::none(), nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
+             nb::arg("groups") = 1, nb::arg("bias") = nb::none(), nb::arg("scale") = nb::none(), nb::arg("shift") = nb::none(),
              nb::arg("slope") = nb::none(), nb::arg("relu") = false, nb::arg("isa") = nb::none(),
-             "Float32 convolution (groups 1) on NHWC input of in_size (h, w) giving out_size, weight (O, C, KH, KW) as "
-             "in PyTorch; padding is (top, bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
+             "Float32 convolution (any groups; depthwise when groups = C = O) on NHWC input of in_size (h, w) giving "
+             "out_size, weight (O, C/groups, KH, KW) as in PyTorch; padding is (top, bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
         .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
         .def_prop_ro("isa", &FloatConv::isa);
     m.def("avg_pool2d", &avg_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),

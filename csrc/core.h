@@ -87,9 +87,13 @@ struct IsaKernels {
     void (*conv)(const ConvShape& s, const uint32_t* x, const uint32_t* wblocks, const int32_t* tapsum,
                  const Stage& st);
     int float_lanes;  // output channels per float register tile (the float weight block width)
-    // Float convolution, groups 1, on an input already padded (s.h, s.w include the padding;
-    // s.pt = s.pl = 0) with weights blocked [O/float_lanes][KH][KW][C][float_lanes]; out [N*OH*OW][O].
+    // Float convolution, any groups, on an input already padded (s.h, s.w include the padding;
+    // s.pt = s.pl = 0) with weights blocked per group [G][ceil(O/G / float_lanes)][KH][KW][C/G][float_lanes]
+    // (block_float_weights); out [N*OH*OW][O]. Stage arrays hold O + float_lanes values, zero padded.
     void (*float_conv)(const ConvShape& s, const float* x, const float* wblocks, const FloatStage& st, float* out);
+    // Depthwise float convolution (groups = C = O), vectorized along the channels, same input and stage as
+    // float_conv, weights [KH*KW][C rounded up to float_lanes] (block_depthwise_weights).
+    void (*float_depthwise)(const ConvShape& s, const float* x, const float* w, const FloatStage& st, float* out);
     WeightLayout weight_layout;  // how prepare_weights arranges the blocks conv reads
 };
 

@@ -278,16 +278,27 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
     return prepare_weights_as(words, o, cg, kh, kw, groups, isa.lanes, isa.weight_layout);
 }
 
-std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes) {
-    const int64_t nblocks = (o + lanes - 1) / lanes, kdim = kh * kw * c;
-    std::vector<float> blocks(static_cast<size_t>(nblocks * kdim * lanes), 0.0f);
-    for (int64_t oo = 0; oo < o; ++oo)
-        for (int64_t cc = 0; cc < c; ++cc)
+std::vector<float> block_float_weights(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, int64_t groups,
+                                       int lanes) {
+    const int64_t og = o / groups, nblocks = (og + lanes - 1) / lanes, kdim = kh * kw * cg;
+    std::vector<float> blocks(static_cast<size_t>(groups * nblocks * kdim * lanes), 0.0f);
+    for (int64_t oo = 0; oo < o; ++oo) {
+        const int64_t g = oo / og, j = oo % og;  // output channel j of group g
+        float* block = blocks.data() + ((g * nblocks + j / lanes) * kdim) * lanes + j % lanes;
+        for (int64_t cc = 0; cc < cg; ++cc)
             for (int64_t ky = 0; ky < kh; ++ky)
                 for (int64_t kx = 0; kx < kw; ++kx)
-                    blocks[((oo / lanes) * kdim + (ky * kw + kx) * c + cc) * lanes + oo % lanes] =
-                        w[((oo * c + cc) * kh + ky) * kw + kx];
+                    block[((ky * kw + kx) * cg + cc) * lanes] = w[((oo * cg + cc) * kh + ky) * kw + kx];
+    }
     return blocks;
+}
+
+std::vector<float> block_depthwise_weights(const float* w, int64_t c, int64_t kh, int64_t kw, int lanes) {
+    const int64_t cpad = (c + lanes - 1) / lanes * lanes, taps = kh * kw;
+    std::vector<float> out(static_cast<size_t>(taps * cpad), 0.0f);
+    for (int64_t cc = 0; cc < c; ++cc)
+        for (int64_t t = 0; t < taps; ++t) out[t * cpad + cc] = w[cc * taps + t];
+    return out;
 }
 
 }  // namespace xnorpp

@@ -28,6 +28,10 @@ PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, in
                                 int64_t groups, const IsaKernels& isa);
 
 // Float weights [O][C][KH][KW] -> [O/lanes][KH][KW][C][lanes], output channels zero padded.
-std::vector<float> block_float_weights(const float* w, int64_t o, int64_t c, int64_t kh, int64_t kw, int lanes);
+// Float weights (O, C/groups, KH, KW) as float_conv reads them: [G][blocks][KH][KW][C/groups][lanes].
+std::vector<float> block_float_weights(const float* w, int64_t o, int64_t cg, int64_t kh, int64_t kw, int64_t groups,
+                                       int lanes);
+// Depthwise weights (C, 1, KH, KW) as float_depthwise reads them: [KH*KW][C rounded up to lanes], zero padded.
+std::vector<float> block_depthwise_weights(const float* w, int64_t c, int64_t kh, int64_t kw, int lanes);
 
 }  // namespace xnorpp

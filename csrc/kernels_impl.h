@@ -256,56 +256,130 @@ static constexpr std::array<FloatMicroFn, sizeof...(I)> make_float_micro(std::in
 }
 static constexpr auto kFloatMicro = make_float_micro(std::make_integer_sequence<int, FP>{});
 
+// The fused epilogue of the float convolutions on one vector of output channels o..o+VW: the same
+// operations, in the same order, as the unfused layers.
+static inline vfloat float_stage(vfloat z, const FloatStage& st, int64_t o) {
+    if (st.bias) z = z + load_f(st.bias + o);
+    if (st.scale) z = z * load_f(st.scale + o);
+    if (st.shift) z = z + load_f(st.shift + o);
+    const vfloat zero{};
+    if (st.slope)  // std::max(z, 0) + std::min(z, 0) * slope: NaN propagates
+        z = (z < zero ? zero : z) + (zero < z ? zero : z) * load_f(st.slope + o);
+    else if (st.relu)  // std::max(z, 0): -inf gives 0, NaN propagates
+        z = z < zero ? zero : z;
+    return z;
+}
+
 static void float_conv_impl(const ConvShape& s, const float* x, const float* wblocks, const FloatStage& st,
                             float* out) {
-    const int64_t nblocks = (s.o + FL - 1) / FL, npix = s.n * s.oh * s.ow, ntiles = (npix + FP - 1) / FP;
-    const int64_t kdim = s.kh * s.kw * s.c;
-    const bool one_run = s.dw == 1;  // a kernel row is then one contiguous run of KW*C floats
-    const int64_t nseg = one_run ? 1 : s.kw, seg_len = one_run ? s.kw * s.c : s.c, seg_step = s.dw * s.c;
+    const int64_t groups = s.groups, cg = s.c / groups, og = s.o / groups;
+    const int64_t nblocks = (og + FL - 1) / FL, npix = s.n * s.oh * s.ow, ntiles = (npix + FP - 1) / FP;
+    const int64_t kdim = s.kh * s.kw * cg;
+    const bool one_run = s.dw == 1 && groups == 1;  // a kernel row is then one contiguous run of KW*C floats
+    const int64_t nseg = one_run ? 1 : s.kw, seg_len = one_run ? s.kw * s.c : cg, seg_step = s.dw * s.c;
     const int64_t row_step = s.dh * s.w * s.c;
-    // Items (block of FL output channels, tile of FP pixels), block-major like the binary kernel.
-    parallel_for(nblocks * ntiles, [&](int64_t ib, int64_t ie) {
+    // Items (group, block of FL output channels, tile of FP pixels), block-major like the binary kernel.
+    parallel_for(groups * nblocks * ntiles, [&](int64_t ib, int64_t ie) {
         const float* px[FP];
         alignas(64) float acc[FP * FL];
-        int64_t have_tile = -1;
+        int64_t have_tile = -1, have_group = -1;
         int np = 0;
         for (int64_t item = ib; item < ie; ++item) {
-            const int64_t ob = item / ntiles, tile = item % ntiles, q0 = tile * FP;
-            if (tile != have_tile) {
+            const int64_t g = item / (nblocks * ntiles), ob = item / ntiles % nblocks, tile = item % ntiles;
+            const int64_t q0 = tile * FP;
+            if (tile != have_tile || g != have_group) {
                 have_tile = tile;
+                have_group = g;
                 np = static_cast<int>(std::min<int64_t>(FP, npix - q0));
                 int64_t n = q0 / (s.oh * s.ow), oy = (q0 % (s.oh * s.ow)) / s.ow, ox = q0 % s.ow;  // then step
                 for (int i = 0; i < np; ++i) {
-                    px[i] = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * s.c;
+                    px[i] = x + ((n * s.h + oy * s.sh) * s.w + ox * s.sw) * s.c + g * cg;
                     if (++ox == s.ow) {
                         ox = 0;
                         if (++oy == s.oh) oy = 0, ++n;
                     }
                 }
             }
-            {
-                kFloatMicro[np - 1](px, s.kh, row_step, nseg, seg_step, seg_len, wblocks + ob * kdim * FL, acc);
-                const int64_t o0 = ob * FL;
-                const int nv = static_cast<int>(std::min<int64_t>(FL, s.o - o0));
-                for (int i = 0; i < np; ++i) {
-                    float* y = acc + i * FL;
-                    for (int v = 0; v < FL; v += VW) {  // same operations, same order as the unfused layers
-                        vfloat z = load_f(y + v);
-                        if (st.bias) z = z + load_f(st.bias + o0 + v);
-                        if (st.scale) z = z * load_f(st.scale + o0 + v);
-                        if (st.shift) z = z + load_f(st.shift + o0 + v);
-                        const vfloat zero{};
-                        if (st.slope)  // std::max(z, 0) + std::min(z, 0) * slope: NaN propagates
-                            z = (z < zero ? zero : z) + (zero < z ? zero : z) * load_f(st.slope + o0 + v);
-                        else if (st.relu)  // std::max(z, 0): -inf gives 0, NaN propagates
-                            z = z < zero ? zero : z;
-                        store_f(y + v, z);
-                    }
-                    std::copy(y, y + nv, out + (q0 + i) * s.o + o0);
-                }
+            kFloatMicro[np - 1](px, s.kh, row_step, nseg, seg_step, seg_len,
+                                wblocks + (g * nblocks + ob) * kdim * FL, acc);
+            const int64_t o0 = g * og + ob * FL;
+            const int nv = static_cast<int>(std::min<int64_t>(FL, og - ob * FL));
+            for (int i = 0; i < np; ++i) {
+                float* y = acc + i * FL;
+                for (int v = 0; v < FL; v += VW) store_f(y + v, float_stage(load_f(y + v), st, o0 + v));
+                std::copy(y, y + nv, out + (q0 + i) * s.o + o0);
             }
         }
     }, static_cast<double>(kdim * FP * FL / VW) / 2.0);  // ~2 vector FMAs per cycle
 }
 
-static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl, kWeightLayout};
+// Depthwise: every output channel reads its own input channel, so the channels are the vector lanes.
+// A row of output pixels per item, DP pixels at a time (independent accumulators hide the FMA latency and
+// share each weight load); the last partial vector of channels goes through a zero-padded copy.
+constexpr int DP = 4;
+
+template <int NP>
+static inline void depthwise_pixels(const ConvShape& s, const float* const* origin, const float* w, int64_t cpad,
+                                    int64_t c0, bool partial, const FloatStage& st, float* const* y) {
+    const int64_t c = s.c;
+    vfloat acc[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) acc[p] = vfloat{};
+    alignas(64) float tail[VW];
+    for (int64_t ky = 0; ky < s.kh; ++ky)
+        for (int64_t kx = 0; kx < s.kw; ++kx) {
+            const int64_t off = (ky * s.dh * s.w + kx * s.dw) * c + c0;
+            const vfloat wv = load_f(w + (ky * s.kw + kx) * cpad + c0);
+#pragma GCC unroll 4
+            for (int p = 0; p < NP; ++p) {
+                vfloat v;
+                if (!partial) {
+                    v = load_f(origin[p] + off);
+                } else {
+                    std::fill(tail, tail + VW, 0.0f);
+                    std::copy(origin[p] + off, origin[p] + off + (c - c0), tail);
+                    v = load_f(tail);
+                }
+                acc[p] = fmadd(v, wv, acc[p]);
+            }
+        }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) {
+        const vfloat z = float_stage(acc[p], st, c0);
+        if (!partial) {
+            store_f(y[p] + c0, z);
+        } else {
+            store_f(tail, z);
+            std::copy(tail, tail + (c - c0), y[p] + c0);
+        }
+    }
+}
+
+static void float_depthwise_impl(const ConvShape& s, const float* x, const float* w, const FloatStage& st,
+                                 float* out) {
+    const int64_t c = s.c, cpad = (c + FL - 1) / FL * FL, taps = s.kh * s.kw, full = c / VW * VW;
+    parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
+        const float* origin[DP];
+        float* y[DP];
+        for (int64_t row = rb; row < re; ++row) {
+            const int64_t n = row / s.oh, oy = row % s.oh;
+            for (int64_t ox0 = 0; ox0 < s.ow; ox0 += DP) {
+                const int np = static_cast<int>(std::min<int64_t>(DP, s.ow - ox0));
+                for (int p = 0; p < np; ++p) {
+                    origin[p] = x + ((n * s.h + oy * s.sh) * s.w + (ox0 + p) * s.sw) * c;
+                    y[p] = out + (row * s.ow + ox0 + p) * c;
+                }
+                for (int64_t c0 = 0; c0 < c; c0 += VW) {
+                    const bool partial = c0 >= full;
+                    if (np == DP)
+                        depthwise_pixels<DP>(s, origin, w, cpad, c0, partial, st, y);
+                    else
+                        for (int p = 0; p < np; ++p) depthwise_pixels<1>(s, origin + p, w, cpad, c0, partial, st, y + p);
+                }
+            }
+        }
+    }, static_cast<double>(s.ow * taps * cpad / VW) / 2.0);
+}
+
+static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl,
+                                  &float_depthwise_impl, kWeightLayout};

@@ -1,6 +1,7 @@
 """Export → packed runtime equals the PyTorch model: every scaling, every supported layer, every ISA."""
 
 import copy
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -8,28 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import MAX_EXEMPT_SHARE, SIGN_TOLERANCE, binary_modules, randomize, sign_distances
 from xnorpp import _core, runtime
 from xnorpp.export import ExportError, export_and_measure, export_model
 from xnorpp.models import create
 from xnorpp.nn import BinaryConv2d, BinaryLinear
 from xnorpp.data.sources import load_arrays
 from xnorpp.scaling import SCALINGS
-
-
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    """Untrained models have trivial BN statistics and factors of 1: give every parameter a value."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "scale_" in name:
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith("bias") or ".act" in name or "weight" in name and p.dim() == 1:
-                p.copy_(torch.rand(p.shape, generator=g) - 0.3)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
 
 
 def _compare(model, x, path, rtol=1e-4, **kw):
@@ -59,10 +45,6 @@ def fashion():
     return _fashion_test_images()
 
 
-def _binary_modules(model):
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
-
-
 def _signs64(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t.double() < 0, -1.0, 1.0).double()
 
@@ -86,7 +68,7 @@ def _check_every_binary_layer(model, x: np.ndarray, path):
             captured[name] = (args[0], out)
         return hook
 
-    hooks = [m.register_forward_hook(capture(name)) for name, m in _binary_modules(model)]
+    hooks = [m.register_forward_hook(capture(name)) for name, m in binary_modules(model)]
     with torch.no_grad():
         model(torch.from_numpy(x))
     for h in hooks:
@@ -94,7 +76,7 @@ def _check_every_binary_layer(model, x: np.ndarray, path):
     packed = runtime.load(export_model(model, path, input_size=tuple(x.shape[2:])))
     node_of = {n.attrs.get("module"): n.name for n in packed.graph.nodes}
     assert set(captured) <= set(node_of)
-    for name, m in _binary_modules(model):
+    for name, m in binary_modules(model):
         inp, out = captured[name]
         dots = packed.run_node(node_of[name], inp.numpy(), dots=True)
         np.testing.assert_array_equal(dots, _reference_dots(m, inp), err_msg=name)
@@ -105,44 +87,16 @@ def _check_every_binary_layer(model, x: np.ndarray, path):
 
 @pytest.mark.parametrize("scaling", list(SCALINGS))
 def test_every_binary_layer_equals_pytorch(scaling, tmp_path):
-    model = _randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
+    model = randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
     x = np.random.default_rng(7).standard_normal((64, 1, 28, 28)).astype(np.float32)
     _check_every_binary_layer(model, x, tmp_path / "m.xnor")
 
 
 @pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
 def test_every_binary_layer_of_mixed_geometry_equals_pytorch(linear_scaling, tmp_path):
-    model = _randomize(Mixed.for_linear(linear_scaling), 3)
+    model = randomize(Mixed.for_linear(linear_scaling), 3)
     x = np.random.default_rng(2).standard_normal((32, 3, 11, 11)).astype(np.float32)
     _check_every_binary_layer(model, x, tmp_path / "m.xnor")
-
-
-# End to end, images whose float64 sign inputs lie this close to 0 (relative to the largest |value| of that
-# layer's input for that image, i.e. a third of float32's epsilon) may flip a sign under float32 rounding in
-# either engine; they are exempt from the comparison, and their share must stay small.
-SIGN_TOLERANCE = 2e-8
-MAX_EXEMPT_SHARE = 1e-3
-
-
-def _sign_distances(model, x: np.ndarray, batch: int = 2000) -> np.ndarray:
-    """Per image: the smallest |input| of any binary layer in a float64 evaluation, relative to that input's max."""
-    model64 = copy.deepcopy(model).double()
-    found = []
-
-    def hook(module, args):
-        magnitude = args[0].abs().flatten(1)
-        found.append(magnitude.amin(1) / magnitude.amax(1).clamp_min(1e-300))
-
-    hooks = [m.register_forward_pre_hook(hook) for _, m in _binary_modules(model64)]
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            found.clear()
-            model64(torch.from_numpy(x[i:i + batch]).double())
-            out.append(torch.stack(found, 1).amin(1).numpy())
-    for h in hooks:
-        h.remove()
-    return np.concatenate(out)
 
 
 def test_fmnist_net_end_to_end_every_scaling(fashion, tmp_path):
@@ -151,8 +105,8 @@ def test_fmnist_net_end_to_end_every_scaling(fashion, tmp_path):
     exempt = total = 0
     for scaling in SCALINGS:
         torch.manual_seed(0)
-        model = _randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
-        keep = _sign_distances(model, fashion) >= SIGN_TOLERANCE
+        model = randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
+        keep = sign_distances(model, fashion) >= SIGN_TOLERANCE
         exempt += int((~keep).sum())
         total += len(keep)
         packed = runtime.load(export_model(model, tmp_path / f"{scaling}.xnor", input_size=(28, 28)))
@@ -168,7 +122,7 @@ def test_fmnist_net_end_to_end_every_scaling(fashion, tmp_path):
 
 
 def test_every_isa_gives_the_same_logits(tmp_path):
-    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 2)
+    model = randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 2)
     x = np.random.default_rng(1).standard_normal((20, 1, 28, 28)).astype(np.float32)
     path = export_model(model, tmp_path / "m.xnor", input_size=(28, 28))
     previous, results = _core.isa(), {}
@@ -223,7 +177,7 @@ class Mixed(nn.Module):
 
 @pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])
 def test_mixed_layers(linear_scaling, tmp_path):
-    model = _randomize(Mixed.for_linear(linear_scaling), 3)
+    model = randomize(Mixed.for_linear(linear_scaling), 3)
     x = np.random.default_rng(2).standard_normal((64, 3, 11, 11)).astype(np.float32)
     _compare(model, x, tmp_path / "m.xnor")
 
@@ -247,13 +201,13 @@ class RealTails(nn.Module):
 
 
 def test_real_conv_epilogue_fusion(tmp_path):
-    model = _randomize(RealTails(), 5)
+    model = randomize(RealTails(), 5)
     x = np.random.default_rng(4).standard_normal((6, 3, 9, 9)).astype(np.float32)
     _compare(model, x, tmp_path / "t.xnor")
 
 
 def test_float16_real_layers(tmp_path):
-    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o", input_size=(28, 28), width=16), 4)
+    model = randomize(create("fmnist-net", in_channels=1, scaling="gamma-o", input_size=(28, 28), width=16), 4)
     x = np.random.default_rng(3).standard_normal((8, 1, 28, 28)).astype(np.float32)
     p32 = export_model(model, tmp_path / "a.xnor", input_size=(28, 28))
     p16 = export_model(model, tmp_path / "b.xnor", input_size=(28, 28), real_dtype="float16")
@@ -281,24 +235,25 @@ def test_one_bit_per_binary_weight(tmp_path):
 
 
 def test_unsupported_layers_are_named(tmp_path):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(ExportError, match=r"'1' \(Sigmoid\)"):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.LogSigmoid(), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ExportError, match=r"'1' \(LogSigmoid\)"):
         export_model(model, tmp_path / "m.xnor")
     bwn = nn.Sequential(BinaryConv2d(3, 4, 3, binarize_input=False, scaling="gamma-o"))
     with pytest.raises(ExportError, match="binarize_input=False"):
         export_model(bwn, tmp_path / "m.xnor")
 
-    class Sig(nn.Module):
+    class Exp(nn.Module):
         def forward(self, x):
-            return torch.sigmoid(x)
+            return torch.exp(x)
 
-    with pytest.raises(ExportError, match="sigmoid"):
-        export_model(nn.Sequential(nn.Conv2d(1, 2, 1), Sig()), tmp_path / "m.xnor")
+    with pytest.raises(ExportError, match=r"'exp' \(node 'exp' in module 'block'\)"):
+        export_model(nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 1), block=Exp())), tmp_path / "m.xnor",
+                     input_size=(4, 4))
     assert not (tmp_path / "m.xnor").exists()
 
 
 def test_export_and_measure_reports(tmp_path):
-    model = _randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 5)
+    model = randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=16), 5)
     x = np.random.default_rng(4).standard_normal((100, 1, 28, 28)).astype(np.float32)
     y = np.random.default_rng(5).integers(0, 10, 100)
     r = export_and_measure(model, tmp_path / "m.xnor", x, y, repeat=3)
@@ -318,7 +273,7 @@ def test_cli_export_from_training_checkpoint(tmp_path):
     from xnorpp.train.checkpoint import build_model, save_atomic
 
     config = TrainConfig(model="fmnist-net", dataset="fashion-mnist", scaling="gamma-o", model_opts={"width": 8})
-    model = _randomize(build_model(config), 6)
+    model = randomize(build_model(config), 6)
     save_atomic({"model": model.state_dict(), "config": config.to_dict()}, tmp_path / "model.pt")
     out = tmp_path / "m.xnor"
     result = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path), "-o", str(out)],
@@ -337,7 +292,7 @@ def test_cli_export_from_training_checkpoint(tmp_path):
 
 def test_wide_binary_linear(tmp_path):
     """Channel counts have no small upper bound: 131 072 inputs to a binary linear layer."""
-    model = _randomize(nn.Sequential(nn.Flatten(), BinaryLinear(8 * 128 * 128, 3, scaling="gamma-o")), 6)
+    model = randomize(nn.Sequential(nn.Flatten(), BinaryLinear(8 * 128 * 128, 3, scaling="gamma-o")), 6)
     x = np.random.default_rng(5).standard_normal((2, 8, 128, 128)).astype(np.float32)
     with pytest.raises(ExportError, match="in_channels"):
         export_model(model, tmp_path / "unknown.xnor", input_size=(128, 128))
@@ -364,7 +319,7 @@ def test_pools_match_pytorch(tmp_path):
              nn.AdaptiveAvgPool2d((5, 3)), nn.AdaptiveAvgPool2d((13, 12)), nn.AdaptiveAvgPool2d((20, 7)),
              nn.MaxPool2d(4, 3, padding=2, dilation=1, ceil_mode=True)]
     for pool in pools:
-        _compare(_randomize(Flat(pool), 9), x, tmp_path / "p.xnor", rtol=1e-5)
+        _compare(randomize(Flat(pool), 9), x, tmp_path / "p.xnor", rtol=1e-5)
 
 
 class SharedValues(nn.Module):
@@ -391,7 +346,7 @@ class SharedValues(nn.Module):
 
 @pytest.mark.parametrize("output_inner", [False, True])
 def test_shared_values_and_inner_output(output_inner, tmp_path):
-    model = _randomize(SharedValues(output_inner), 11)
+    model = randomize(SharedValues(output_inner), 11)
     x = np.random.default_rng(11).standard_normal((4, 3, 8, 8)).astype(np.float32)
     packed = _compare(model, x, tmp_path / "s.xnor")
     readers = packed.graph.consumers()

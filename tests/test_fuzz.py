@@ -48,6 +48,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnorpp.packed.schema import OPS
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "fuzz_worker.py"
 DEFAULT_TIMEOUT = float(os.environ.get("XNORPP_FUZZ_TIMEOUT", "20"))
@@ -153,7 +155,8 @@ def build_seed_files(folder: Path) -> list[tuple[Path, tuple[int, int]]]:
     a = export_model(fmnist, folder / "fmnist.xnor", input_size=(28, 28), dataset="fashion-mnist")
 
     class Mixed(nn.Module):
-        """Grouped binary conv with pad value 1, pools, hardtanh, a residual add, binary linear (xnor)."""
+        """Grouped binary conv with pad value 1, pools, hardtanh, a residual add, layer norm over channels, concat,
+        a squeeze-and-excitation product, binary linear (xnor)."""
 
         def __init__(self):
             super().__init__()
@@ -167,13 +170,16 @@ def build_seed_files(folder: Path) -> list[tuple[Path, tuple[int, int]]]:
             self.prelu = nn.PReLU(16)
             self.avg = nn.AvgPool2d(2, 2, padding=1, ceil_mode=True)
             self.ada = nn.AdaptiveAvgPool2d((2, 2))
-            self.bn1d = nn.BatchNorm1d(64)
-            self.fc = BinaryLinear(64, 10, scaling="xnor")
+            self.ln = nn.LayerNorm(16)
+            self.bn1d = nn.BatchNorm1d(128)
+            self.fc = BinaryLinear(128, 10, scaling="xnor")
 
         def forward(self, x):
             x = self.bn(self.stem(x))
             x = self.pool(self.act(self.b1(x)))
             x = x + self.prelu(self.b2(x))
+            x = self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            x = torch.cat([x, nn.functional.gelu(x) * torch.sigmoid(x.mean((2, 3), keepdim=True))], 1)
             x = torch.flatten(self.ada(self.avg(x)), 1)
             return self.fc(self.bn1d(x))
 
@@ -209,11 +215,11 @@ def with_graph(seed: Seed, graph, data: bytes | None = None) -> bytes:
 
 # -- mutation families -----------------------------------------------------------------------------------
 SCALING_NAMES = ["none", "xnor", "xnor-alpha", "gamma-o", "gamma-ohw", "gamma-o-hw", "gamma-o-h-w"]
-RUNTIME_OPS = ["conv2d", "binary_conv2d", "linear", "binary_linear", "batch_norm", "prelu", "relu", "hardtanh",
-               "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "flatten", "add", "identity"]
+RUNTIME_OPS = list(OPS)
 UNKNOWN_OPS = ["lstm", "", "Conv2d", "binary_conv2d ", "BINARY_LINEAR", None, 5, [], {"op": "relu"}]
 ATTR_KEYS = ["in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "pad_value",
-             "output_size", "scaling", "magnitude", "ceil_mode", "count_include_pad", "min", "max", "module"]
+             "output_size", "scaling", "magnitude", "ceil_mode", "count_include_pad", "min", "max", "module", "approximate", "eps",
+             "mode", "keepdim", "start", "stop"]
 PARAM_KEYS = ["weight", "bias", "weight_bits", "alpha", "scale", "shift", "slope", "in_scale", "in_shift",
               "scale_channel", "scale_height", "scale_width", "scale_spatial", "scale_full"]
 HUGE = [2**31, 2**32, 2**63, 2**64, 10**30, 10**400, -10**400, Raw("1e999"), Raw("-1e999")]

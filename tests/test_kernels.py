@@ -215,19 +215,35 @@ FLOAT_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dil
 ]
 
 
-@pytest.mark.parametrize("case", FLOAT_CASES, ids=[f"c{c[1]}o{c[2]}k{c[5][0]}x{c[5][1]}d{c[8][1]}"
-                                                   for c in FLOAT_CASES])
+GROUPED_CASES = [  # the same, then groups
+    (2, 16, 16, 9, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),   # depthwise, whole vectors of channels
+    (1, 37, 37, 8, 10, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 37),  # depthwise, a partial vector at the end
+    (1, 5, 5, 13, 13, (5, 5), (1, 2), (2, 2, 1, 3), (2, 1), 5),    # depthwise 5×5, dilation, fewer than a vector
+    (1, 96, 96, 7, 7, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), 96),   # ConvNeXt's 7×7
+    (1, 8, 24, 6, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),     # depthwise with a multiplier: grouped path
+    (2, 12, 18, 7, 5, (3, 3), (2, 1), (0, 1, 1, 0), (1, 2), 3),    # grouped, groups of 4 -> 6
+    (1, 128, 128, 6, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 32), # ResNeXt's 32 groups of 4
+    (1, 6, 64, 5, 5, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),     # groups of 32 outputs: whole blocks
+]
+
+
+def _float_case_id(c) -> str:
+    return f"c{c[1]}o{c[2]}k{c[5][0]}x{c[5][1]}d{c[8][1]}" + (f"g{c[9]}" if len(c) > 9 else "")
+
+
+@pytest.mark.parametrize("case", FLOAT_CASES + GROUPED_CASES, ids=[_float_case_id(c) for c in FLOAT_CASES + GROUPED_CASES])
 def test_float_conv_with_epilogue(isa, case):
-    """The real layers' conv (+ bias, folded batch norm, PReLU) against a float64 PyTorch reference."""
-    n, c, o, h, w, k, stride, pad, dil = case
+    """The real layers' conv (+ bias, folded batch norm, PReLU), grouped and depthwise ones included, against a
+    float64 PyTorch reference."""
+    n, c, o, h, w, k, stride, pad, dil, groups = case if len(case) > 9 else (*case, 1)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    weight = rng.standard_normal((o, c, *k)).astype(np.float32)
+    weight = rng.standard_normal((o, c // groups, *k)).astype(np.float32)
     bias, scale, shift = (rng.standard_normal(o).astype(np.float32) for _ in range(3))
     slope = (0.25 * rng.standard_normal(o)).astype(np.float32)
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     xd = F.pad(torch.from_numpy(x).double(), (pad[2], pad[3], pad[0], pad[1]))
-    conv = F.conv2d(xd, torch.from_numpy(weight).double(), torch.from_numpy(bias).double(), stride, 0, dil)
+    conv = F.conv2d(xd, torch.from_numpy(weight).double(), torch.from_numpy(bias).double(), stride, 0, dil, groups)
     per_channel = lambda v: torch.from_numpy(v).double()[:, None, None]  # noqa: E731
     affine = conv * per_channel(scale) + per_channel(shift)
     plain = conv - per_channel(bias)
@@ -237,7 +253,7 @@ def test_float_conv_with_epilogue(isa, case):
                         ({"bias": bias, "scale": scale, "shift": shift, "relu": True}, affine.clamp(min=0)),
                         ({"bias": bias, "scale": scale, "shift": shift, "slope": slope},
                          torch.where(affine > 0, affine, affine * per_channel(slope)))]:
-        got = float_conv(weight, (h, w), stride, pad, dil, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
+        got = float_conv(weight, (h, w), stride, pad, dil, groups=groups, **kwargs).forward(nhwc).transpose(0, 3, 1, 2)
         ref = ref.numpy()
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
@@ -266,6 +282,11 @@ def test_float_conv_bad_input(isa):
         conv.forward(np.zeros((1, 5, 5, 3), np.float64))
     with pytest.raises(ValueError, match="stride"):
         _core.FloatConv(np.ones((4, 3, 3, 3), np.float32), (5, 5), (3, 3), (0, 1))
+    with pytest.raises(ValueError, match="groups must .* divide the 4 output channels, got 3"):
+        _core.FloatConv(np.ones((4, 1, 3, 3), np.float32), (5, 5), (3, 3), groups=3)
+    grouped = float_conv(np.ones((4, 2, 3, 3), np.float32), (5, 5), groups=2)  # 4 input channels
+    with pytest.raises(ValueError, match="has 2 channels .* expected 4"):
+        grouped.forward(np.zeros((1, 5, 5, 2), np.float32))
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", [

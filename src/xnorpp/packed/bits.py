@@ -43,6 +43,14 @@ def to_words(bits: np.ndarray, out_channels: int, kernel: tuple[int, int], chann
     return np.ascontiguousarray(words.astype(np.uint32).reshape(out_channels, kh, kw, -1))
 
 
+def to_signs(bits: np.ndarray, out_channels: int, kernel: tuple[int, int], channels: int) -> np.ndarray:
+    """The ±1 float32 weights ``(O, C, KH, KW)`` (PyTorch's layout) of the file's dense bits of ``(O, KH, KW, C)``."""
+    kh, kw = kernel
+    flat = np.unpackbits(bits, bitorder="little", count=out_channels * kh * kw * channels)
+    signs = 1.0 - 2.0 * flat.reshape(out_channels, kh, kw, channels).astype(np.float32)
+    return np.ascontiguousarray(signs.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
 def weight_words(weight: np.ndarray) -> np.ndarray:
     """The core's words of float weights ``(O, C/groups, KH, KW)`` (PyTorch's layout) or ``(O, C)``."""
     w4 = weight if weight.ndim == 4 else weight[:, :, None, None]

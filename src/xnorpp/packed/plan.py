@@ -4,7 +4,7 @@ Decided here only (the exporter writes one node per layer; the runtime runs the 
 
 * a ``batch_norm`` read only by a binary layer becomes that layer's *input affine*, applied while
   its input is packed to bits (not for XNOR-Net's ``xnor`` scaling, whose K needs the real input);
-* a real ``conv2d`` (groups 1) or ``linear`` takes the ``batch_norm`` and then the ``prelu``/``relu``
+* a real ``conv2d`` (any groups) or ``linear`` takes the ``batch_norm`` and then the ``prelu``/``relu``
   that follow it into its *epilogue*; a binary layer or a ``batch_norm`` takes a following
   ``prelu``/``relu``;
 * a binary conv (groups 1) whose output is read only by another binary conv (groups 1) *hands over
@@ -75,7 +75,7 @@ def plan(graph: Graph) -> list[Step]:
             continue
         epilogue: list[Node] = []
         tail = node
-        fusable = ((("batch_norm",), ACTIVATIONS) if node.op in ("conv2d", "linear") and node.groups == 1
+        fusable = ((("batch_norm",), ACTIVATIONS) if node.op in ("conv2d", "linear")
                    else (ACTIVATIONS,) if node.op in BINARY_OPS + ("batch_norm",) else ())
         for ops in fusable:
             nxt = only_reader(tail.name)

@@ -32,6 +32,7 @@ from .geometry import MAX_DIM, MAX_ELEMENTS, MAX_WORK, conv_output_size, pool_ou
 Shape = tuple[int, ...]  # one image: (C, H, W) for feature maps, (F,) for vectors
 MAX_NODES = 100_000
 MAX_NAME = 256
+MAX_INPUTS = 1024  # values read by one variadic node (concat)
 
 
 def _show(value) -> str:
@@ -164,8 +165,15 @@ class OpSpec:
     attrs: dict[str, Attr]
     infer: Callable[[Node], Shape]  # checks node.in_shapes against the attributes; returns the output shape
     params: dict[str, Param] = field(default_factory=dict)
-    arity: int = 1
+    arity: int = 1          # how many values it reads; the least number when variadic
+    variadic: bool = False  # reads arity or more values (at most MAX_INPUTS)
     work: Callable[[Node], int] = lambda node: _prod(node.shape)  # per image; bounded by MAX_WORK
+
+    def arity_text(self) -> str:
+        return f"{self.arity} to {MAX_INPUTS}" if self.variadic else str(self.arity)
+
+    def takes(self, count: int) -> bool:
+        return self.arity <= count <= MAX_INPUTS if self.variadic else count == self.arity
 
 
 def _feature_map(node: Node, index: int = 0) -> Shape:
@@ -254,11 +262,44 @@ def _infer_same(node: Node) -> Shape:
     return node.in_shapes[0]
 
 
-def _infer_add(node: Node) -> Shape:
+def _infer_broadcast(node: Node) -> Shape:
+    """Elementwise x (op) y: equal shapes, or one of them 1 along an axis (per-channel scales (C, 1, 1))."""
     a, b = node.in_shapes
-    if a != b:
-        raise node.fail(f"adds values of different shapes {a} and {b}")
-    return a
+    if len(a) != len(b) or any(p != q and 1 not in (p, q) for p, q in zip(a, b)):
+        raise node.fail(f"cannot combine values of shapes {a} and {b} (equal sizes, or 1 along an axis)")
+    return tuple(max(p, q) for p, q in zip(a, b))
+
+
+def _infer_concat(node: Node) -> Shape:
+    """Concatenation along channels (feature maps of one H, W) or features (vectors)."""
+    first = node.in_shapes[0]
+    for shape in node.in_shapes[1:]:
+        if len(shape) != len(first) or shape[1:] != first[1:]:
+            raise node.fail(f"concatenates values of shapes {first} and {shape}: all must be feature maps of "
+                            "the same height and width, or all vectors")
+    total = sum(shape[0] for shape in node.in_shapes)
+    if total > MAX_DIM:
+        raise node.fail(f"output has {total} channels, more than {MAX_DIM}")
+    return (total, *first[1:])
+
+
+def _infer_slice(node: Node) -> Shape:
+    start, stop, shape = node.attrs["start"], node.attrs["stop"], node.in_shapes[0]
+    if not start < stop <= shape[0]:
+        raise node.fail(f"channels [{start}, {stop}) are not a non-empty range within the input's {shape[0]}")
+    return (stop - start, *shape[1:])
+
+
+def _infer_shuffle(node: Node) -> Shape:
+    c = _feature_map(node)[0]
+    if c % node.attrs["groups"]:
+        raise node.fail(f"{c} channels are not a multiple of groups ({node.attrs['groups']})")
+    return node.in_shapes[0]
+
+
+def _infer_global(node: Node) -> Shape:
+    c, _, _ = _feature_map(node)
+    return (c, 1, 1) if node.attrs["keepdim"] else (c,)
 
 
 def _infer_flatten(node: Node) -> Shape:
@@ -266,7 +307,9 @@ def _infer_flatten(node: Node) -> Shape:
 
 
 def _infer_hardtanh(node: Node) -> Shape:
-    if not node.attrs["min"] < node.attrs["max"]:
+    if "min" not in node.attrs and "max" not in node.attrs:
+        raise node.fail("needs attribute 'min', 'max' or both")
+    if node.attrs.get("min", -math.inf) >= node.attrs.get("max", math.inf):
         raise node.fail(f"attribute 'min' ({node.attrs['min']}) must be less than 'max' ({node.attrs['max']})")
     return node.in_shapes[0]
 
@@ -339,8 +382,20 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("prelu", "x > 0 ? x : x·slope, one slope or one per channel", dict(_MODULE), _infer_same,
            {"slope": Param("float", lambda n: [(1,), (n.in_shapes[0][0],)])}),
     OpSpec("relu", "max(x, 0)", dict(_MODULE), _infer_same),
-    OpSpec("hardtanh", "clip(x, min, max)", {"min": Attr("number"), "max": Attr("number"), **_MODULE},
+    OpSpec("hardtanh", "clip(x, min, max) (ReLU6, clamp); an absent bound is none",
+           {"min": Attr("number", required=False), "max": Attr("number", required=False), **_MODULE},
            _infer_hardtanh),
+    OpSpec("hardswish", "x·min(max(x + 3, 0), 6)/6", dict(_MODULE), _infer_same),
+    OpSpec("hardsigmoid", "min(max(x + 3, 0), 6)/6", dict(_MODULE), _infer_same),
+    OpSpec("sigmoid", "1/(1 + exp(-x))", dict(_MODULE), _infer_same),
+    OpSpec("silu", "x·sigmoid(x)", dict(_MODULE), _infer_same),
+    OpSpec("tanh", "tanh(x)", dict(_MODULE), _infer_same),
+    OpSpec("gelu", "x·Φ(x), the exact erf form, or PyTorch's tanh approximation",
+           {"approximate": Attr("choice", choices=("none", "tanh")), **_MODULE}, _infer_same),
+    OpSpec("layer_norm", "normalization over the channels of each pixel (or the features of a vector), "
+           "then ·weight + bias", {"eps": Attr("number"), **_MODULE}, _infer_same,
+           {"weight": Param("float", _in_channels, optional=True), "bias": Param("float", _in_channels, optional=True)},
+           work=lambda n: 4 * _prod(n.shape)),
     OpSpec("max_pool2d", "max pooling (PyTorch's windows, -inf padding, ceil_mode)",
            {**_GEOMETRY, "ceil_mode": Attr("bool"), **_MODULE}, _infer_pool,
            work=lambda n: _prod(n.shape) * _prod(n.attrs["kernel"])),
@@ -352,7 +407,21 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
            {"output_size": Attr("ints", 2), **_MODULE}, _infer_adaptive,
            work=lambda n: _prod(n.in_shapes[0]) + _prod(n.shape)),
     OpSpec("flatten", "(C, H, W) -> (C·H·W,) in PyTorch's order", dict(_MODULE), _infer_flatten),
-    OpSpec("add", "x + y", dict(_MODULE), _infer_add, arity=2),
+    OpSpec("global_pool", "mean or max over H and W: (C, H, W) -> (C, 1, 1) with keepdim, else (C,)",
+           {"mode": Attr("choice", choices=("mean", "max")), "keepdim": Attr("bool"), **_MODULE}, _infer_global,
+           work=lambda n: _prod(n.in_shapes[0])),
+    OpSpec("add", "x + y (equal shapes, or broadcast along axes of size 1)", dict(_MODULE), _infer_broadcast,
+           arity=2),
+    OpSpec("sub", "x - y (equal shapes, or broadcast along axes of size 1)", dict(_MODULE), _infer_broadcast,
+           arity=2),
+    OpSpec("mul", "x·y (equal shapes, or broadcast along axes of size 1)", dict(_MODULE), _infer_broadcast,
+           arity=2),
+    OpSpec("concat", "concatenation along channels (or features)", dict(_MODULE), _infer_concat, arity=2,
+           variadic=True),
+    OpSpec("channel_slice", "channels [start, stop) (torch.chunk, torch.split)",
+           {"start": Attr("int", minimum=0), "stop": Attr("int"), **_MODULE}, _infer_slice),
+    OpSpec("channel_shuffle", "ShuffleNet's shuffle: view (groups, C/groups), transpose, view back",
+           {"groups": Attr("int"), **_MODULE}, _infer_shuffle),
     OpSpec("identity", "x (dropout, identity)", dict(_MODULE), _infer_same),
 )}
 
@@ -459,9 +528,9 @@ class _Validator:
         spec = OPS[op]
         node = Node(name, op, (), {})
         inputs, attrs, params = item["inputs"], item["attrs"], item["params"]
-        if (not isinstance(inputs, list) or len(inputs) != spec.arity
+        if (not isinstance(inputs, list) or not spec.takes(len(inputs))
                 or not all(isinstance(i, str) and i in shapes for i in inputs)):
-            raise node.fail(f"'inputs' must list {spec.arity} value(s) produced before it, got {_show(inputs)}"
+            raise node.fail(f"'inputs' must list {spec.arity_text()} value(s) produced before it, got {_show(inputs)}"
                             + (f": {inputs!r}" if isinstance(inputs, list) and len(inputs) <= 4
                                and all(isinstance(i, str) and len(i) < 40 for i in inputs) else ""))
         node.inputs = tuple(inputs)

@@ -131,10 +131,12 @@ def binary(step: Step, t: Tensors) -> Kernel:
             kmap = np.abs(x).mean(axis=-1, dtype=np.float32) if linear else magnitude_map(x, node)
         return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
 
-    def run(x):
-        if step.bits_in:
-            return conv.forward(x, None, out)
-        return conv.forward(*pack(x), out)
+    run = _small_groups(step, t, scale, slope) if not (magnitude or scale_map is not None or step.bits_out) else None
+    if run is None:
+        def run(x):
+            if step.bits_in:
+                return conv.forward(x, None, out)
+            return conv.forward(*pack(x), out)
 
     def dots(x):
         """Integer dot products sign(x') ⊛ sign(W) (int32), x' = x with the input affine applied."""
@@ -144,48 +146,69 @@ def binary(step: Step, t: Tensors) -> Kernel:
     return run
 
 
+# Channels per group up to which a grouped binary conv runs as a real conv of its ±1 signs: the packed kernel
+# gives each group whole words and a whole register tile of output channels, so a depthwise conv keeps 1 of 32
+# bits and 1 of 32-64 lanes busy (1200-2000× the dense time per multiply-accumulate; 2-7× less this way).
+# Products of ±1 summed in float32 are exact integers below 2^24, so the result is the same. From 4 channels
+# per group the packed kernel is as fast or faster on AVX-512 (benchmarks/README.md, grouped binary convs).
+SMALL_GROUP = 2
+
+
+def _small_groups(step: Step, t: Tensors, scale, slope) -> Kernel | None:
+    """A grouped binary conv with few channels per group, as the core's grouped/depthwise real conv of the
+    signs: the same dot products (exact), then ·scale + bias and PReLU, the binary output stage's operations."""
+    node, a = step.node, step.node.attrs
+    if node.op != "binary_conv2d" or a["groups"] == 1 or step.bits_in:
+        return None
+    cg, (kh, kw) = a["in_channels"] // a["groups"], a["kernel"]
+    if cg > SMALL_GROUP or cg * kh * kw >= 2 ** 24:
+        return None
+    o = node.shape[0]
+    weight = bits.to_signs(t(node, "weight_bits"), o, (kh, kw), cg)
+    pad_value = np.float32(a["pad_value"])
+    padding = a["padding"] if pad_value == 0 else (0, 0, 0, 0)  # zero padding of the signs: PyTorch's
+    in_hw = _hw(node.in_shapes[0])
+    top, bottom, left, right = a["padding"]
+    if pad_value != 0:
+        in_hw = (in_hw[0] + top + bottom, in_hw[1] + left + right)
+    conv = _core.FloatConv(weight, in_hw, _hw(node.shape), a["stride"], padding, a["dilation"], a["groups"],
+                           scale=scale, shift=t(node, "bias"), slope=slope)
+    in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
+    one = np.float32(1)
+
+    def run(x):
+        if in_scale is not None or in_shift is not None:  # x·scale, then + shift: two roundings, as the packer
+            x = x * in_scale if in_scale is not None else x.copy()
+            if in_shift is not None:
+                x += in_shift
+        if np.isnan(x).any():
+            raise _core.NaNError("input contains NaN; a NaN has no sign (the packed runtime refuses it)")
+        signs = np.multiply(x < 0, np.float32(-2), dtype=np.float32)
+        signs += one  # sign(0) = sign(-0) = +1
+        if pad_value != 0:
+            signs = np.pad(signs, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+        return conv.forward(signs)
+
+    return run
+
+
 # ----------------------------------------------------------------------------- real layers
 @kernel("conv2d", "linear")
 def real_conv(step: Step, t: Tensors) -> Kernel:
     node, a = step.node, step.node.attrs
-    if node.op == "conv2d" and a["groups"] > 1:
-        return grouped_conv(node, t)
     weight = t(node, "weight")
     if node.op == "linear":
         weight = weight[:, :, None, None]
     bn, act = _epilogue(step, ("batch_norm",)), _epilogue(step, ("prelu", "relu"))
     o = node.shape[0]
     geometry = {} if node.op == "linear" else {"stride": a["stride"], "padding": a["padding"],
-                                               "dilation": a["dilation"]}
+                                               "dilation": a["dilation"], "groups": a["groups"]}
     conv = _core.FloatConv(np.ascontiguousarray(weight), _hw(node.in_shapes[0]), _hw(node.shape),
                            bias=t(node, "bias"), scale=t(bn, "scale"), shift=t(bn, "shift"),
                            **_activation(act, o, t), **geometry)
     if node.op == "linear":  # a 1×1 conv on (N, 1, 1, F): no BLAS threads spinning against the kernel pool
         return lambda x: conv.forward(x.reshape(x.shape[0], 1, 1, -1)).reshape(x.shape[0], o)
     return conv.forward
-
-
-def grouped_conv(node: Node, t: Tensors) -> Kernel:
-    """A grouped real conv (rare in binary networks): im2col per group + BLAS in numpy."""
-    a = node.attrs
-    weight, bias = t(node, "weight"), t(node, "bias")
-    groups, (kh, kw), (sh, sw), (dh, dw) = a["groups"], a["kernel"], a["stride"], a["dilation"]
-    top, bottom, left, right = a["padding"]
-    o, oh, ow = node.shape
-    og, cg = o // groups, a["in_channels"] // groups
-    mats = [weight[g * og:(g + 1) * og].transpose(2, 3, 1, 0).reshape(kh * kw * cg, og) for g in range(groups)]
-
-    def run(x):
-        xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        taps = [xp[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
-                for ky in range(kh) for kx in range(kw)]
-        out = np.empty((x.shape[0], oh, ow, o), np.float32)
-        for g in range(groups):
-            cols = np.concatenate([tap[..., g * cg:(g + 1) * cg] for tap in taps], axis=-1)
-            out[..., g * og:(g + 1) * og] = cols @ mats[g]
-        return out if bias is None else out + bias
-
-    return run
 
 
 @kernel("batch_norm", "prelu")
@@ -211,8 +234,102 @@ def relu(step: Step, t: Tensors) -> Kernel:
 
 @kernel("hardtanh")
 def hardtanh(step: Step, t: Tensors) -> Kernel:
-    lo, hi = np.float32(step.node.attrs["min"]), np.float32(step.node.attrs["max"])
+    a = step.node.attrs
+    lo, hi = (np.float32(a[k]) if k in a else None for k in ("min", "max"))
     return lambda x: np.clip(x, lo, hi)
+
+
+_THREE, _SIX = np.float32(3), np.float32(6)
+
+
+@kernel("hardswish")
+def hardswish(step: Step, t: Tensors) -> Kernel:
+    return lambda x: x * np.clip(x + _THREE, np.float32(0), _SIX) / _SIX  # PyTorch's float32 order
+
+
+@kernel("hardsigmoid")
+def hardsigmoid(step: Step, t: Tensors) -> Kernel:
+    return lambda x: np.clip(x + _THREE, np.float32(0), _SIX) / _SIX
+
+
+# The float activations follow PyTorch's float32 formulas where they saturate, so that both give the same
+# sign at the extremes (silu(-100) is -0.0 in PyTorch: a float64 value rounded to float32 would be negative).
+_ONE, _HALF = np.float32(1), np.float32(0.5)
+
+
+def _exp_neg(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(-x)  # float32: inf below -88.7, as in PyTorch
+
+
+@kernel("sigmoid")
+def sigmoid(step: Step, t: Tensors) -> Kernel:
+    return lambda x: _ONE / (_ONE + _exp_neg(x))
+
+
+@kernel("silu")
+def silu(step: Step, t: Tensors) -> Kernel:
+    return lambda x: x / (_ONE + _exp_neg(x))
+
+
+@kernel("tanh")
+def tanh(step: Step, t: Tensors) -> Kernel:
+    return lambda x: np.tanh(x.astype(np.float64)).astype(np.float32)
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function in float64, relative error below 1.2e-7 everywhere.
+
+    numpy has no erf; this is the Chebyshev fit of Press et al., Numerical Recipes (2nd ed.), §6.2 (erfcc).
+    """
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    r = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, r, 2.0 - r)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf of a float32 array, rounded to float32: absolute error below 1.2e-7·(1 ± erf), so the tails are exact
+    to float32 (erf rounds to ±1 where PyTorch's does, up to the last bit of PyTorch's own approximation)."""
+    z = x.astype(np.float64)
+    return np.where(z >= 0, 1.0 - erfc(z), erfc(-z) - 1.0).astype(np.float32)
+
+
+@kernel("gelu")
+def gelu(step: Step, t: Tensors) -> Kernel:
+    """PyTorch's float32 formulas: x·0.5·(1 + erf(x/√2)), or x·0.5·(1 + tanh(√(2/π)(x + 0.044715x³)))."""
+    if step.node.attrs["approximate"] == "tanh":
+        beta, kappa = np.float32(np.sqrt(2.0 / np.pi)), np.float32(0.044715)
+
+        def inner(x):
+            return np.tanh((beta * (x + kappa * x * x * x)).astype(np.float64)).astype(np.float32)
+    else:
+        alpha = np.float32(1 / np.sqrt(2.0))
+
+        def inner(x):
+            return erf(x * alpha)
+
+    return lambda x: x * _HALF * (_ONE + inner(x))
+
+
+@kernel("layer_norm")
+def layer_norm(step: Step, t: Tensors) -> Kernel:
+    """Normalize over the last axis (the channels of an NHWC map, the features of a vector), in float64."""
+    eps, weight, bias = step.node.attrs["eps"], t(step.node, "weight"), t(step.node, "bias")
+
+    def run(x):
+        x = x.astype(np.float64)
+        centered = x - x.mean(axis=-1, keepdims=True)
+        y = centered / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        return y.astype(np.float32)
+
+    return run
 
 
 @kernel("identity")
@@ -222,7 +339,40 @@ def identity(step: Step, t: Tensors) -> Kernel:
 
 @kernel("add")
 def add(step: Step, t: Tensors) -> Kernel:
-    return lambda x, y: x + y
+    return lambda x, y: x + y  # NHWC arrays broadcast as the NCHW values do: a (C, 1, 1) is (1, 1, C)
+
+
+@kernel("sub")
+def sub(step: Step, t: Tensors) -> Kernel:
+    return lambda x, y: x - y
+
+
+@kernel("mul")
+def mul(step: Step, t: Tensors) -> Kernel:
+    return lambda x, y: x * y
+
+
+@kernel("concat")
+def concat(step: Step, t: Tensors) -> Kernel:
+    return lambda *xs: np.concatenate(xs, axis=-1)  # channels (or features) are the last axis
+
+
+@kernel("channel_slice")
+def channel_slice(step: Step, t: Tensors) -> Kernel:
+    start, stop = step.node.attrs["start"], step.node.attrs["stop"]
+    return lambda x: np.ascontiguousarray(x[..., start:stop])
+
+
+@kernel("channel_shuffle")
+def channel_shuffle(step: Step, t: Tensors) -> Kernel:
+    """Output channel j·groups + i is input channel i·(C/groups) + j (view, transpose(1, 2), view)."""
+    groups = step.node.attrs["groups"]
+
+    def run(x):
+        n, h, w, c = x.shape
+        return np.ascontiguousarray(x.reshape(n, h, w, groups, c // groups).transpose(0, 1, 2, 4, 3)).reshape(x.shape)
+
+    return run
 
 
 @kernel("flatten")
@@ -242,15 +392,6 @@ def max_pool(step: Step, t: Tensors) -> Kernel:
     a = step.node.attrs
     args = (a["kernel"], a["stride"], a["padding"], a["dilation"], _hw(step.shape))
     return lambda x: _core.max_pool2d(x, *args)
-
-
-def _box_sums(x: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Sums of x (N, H, W, C) over the windows [r0, r1) × [c0, c1) of every output pixel, from an integral image."""
-    n, h, w, c = x.shape
-    s = np.zeros((n, h + 1, w + 1, c), np.float64)
-    np.cumsum(np.cumsum(x, axis=1, dtype=np.float64), axis=2, out=s[:, 1:, 1:])
-    (r0, r1), (c0, c1) = (v[:, None] for v in rows), (v[None, :] for v in cols)
-    return s[:, r1, c1] - s[:, r0, c1] - s[:, r1, c0] + s[:, r0, c0]
 
 
 @kernel("avg_pool2d")
@@ -278,7 +419,44 @@ def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
     _, oh, ow = node.shape
     if h % oh == 0 and w % ow == 0:  # equal windows (global pooling among them)
         return _tiled_mean((h // oh, w // ow))
-    rows = (np.arange(oh) * h // oh, -(-(np.arange(oh) + 1) * h // oh))
-    cols = (np.arange(ow) * w // ow, -(-(np.arange(ow) + 1) * w // ow))
-    divisor = ((rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]).astype(np.float64)[None, :, :, None]
-    return lambda x: np.ascontiguousarray(_box_sums(x, rows, cols) / divisor, dtype=np.float32)
+    rows = _window_bounds(h, oh)
+    cols = _window_bounds(w, ow)
+
+    def run(x):
+        """Window means, rows then columns, summed in float64: exact where a window holds one value or only zeros."""
+        by_rows = _window_sums(x.astype(np.float64), rows, axis=1)
+        return np.ascontiguousarray(_window_sums(by_rows, cols, axis=2), dtype=np.float32)
+
+    return run
+
+
+def _window_bounds(size: int, out: int) -> np.ndarray:
+    """PyTorch's adaptive windows [start, end) of each output index, interleaved: start0, end0, start1, ..."""
+    i = np.arange(out)
+    return np.stack([i * size // out, -(-(i + 1) * size // out)], axis=1).reshape(-1)
+
+
+def _window_sums(x: np.ndarray, bounds: np.ndarray, axis: int) -> np.ndarray:
+    """Means of x over the windows ``bounds`` along ``axis`` (windows may overlap): one reduceat, no Python loop."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, 1)  # reduceat's indices must be valid: an end may be the size itself
+    sums = np.add.reduceat(np.pad(x, pad), bounds, axis=axis)
+    counts = (bounds[1::2] - bounds[0::2]).astype(np.float64)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return np.take(sums, np.arange(0, len(bounds), 2), axis=axis) / counts.reshape(shape)
+
+
+@kernel("global_pool")
+def global_pool(step: Step, t: Tensors) -> Kernel:
+    """Mean (accumulated in float64) or max over H and W."""
+    mode, keepdim = step.node.attrs["mode"], step.node.attrs["keepdim"]
+
+    def run(x):
+        if mode == "mean":
+            y = x.mean(axis=(1, 2), dtype=np.float64, keepdims=keepdim).astype(np.float32)
+        else:
+            y = x.max(axis=(1, 2), keepdims=keepdim)
+        return np.ascontiguousarray(y)
+
+    return run
