@@ -154,3 +154,14 @@ def test_bad_graphs_are_refused_at_load_naming_the_field(packed_path, tmp_path, 
     write(tmp_path / "bad.xnor", graph, tensors)
     with pytest.raises(ModelFormatError, match=field):
         runtime.load(tmp_path / "bad.xnor")
+
+
+def test_a_header_length_that_looks_like_a_pickle_is_still_a_header_length():
+    # 640 = 0x280 is written b"\x80\x02...", the first bytes of a protocol-2 pickle: only an impossible length
+    # makes the reader call the file a PyTorch one.
+    from xnorpp.packed.format import _header_length
+
+    blob = struct.pack("<Q", 640) + b" " * 640
+    assert blob.startswith(b"\x80\x02") and _header_length(blob, "f") == 640
+    with pytest.raises(ModelFormatError, match="is a PyTorch file"):
+        _header_length(b"\x80\x02}q\x00(X\x05\x00\x00\x00model", "f")

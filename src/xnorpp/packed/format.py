@@ -53,13 +53,14 @@ _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05
 
 
 def _header_length(blob: bytes, where: str) -> int:
-    if blob.startswith(_TORCH_MAGIC):
-        raise ModelFormatError(f"{where} is a PyTorch file (torch.save), not a packed .xnor model; export it first: "
-                               "xnorpp export CHECKPOINT -o model.xnor")
     if len(blob) < 8:
         raise ModelFormatError(f"{where}: file too short ({len(blob)} bytes) to be a packed model")
     (header_len,) = struct.unpack("<Q", blob[:8])
     if header_len > len(blob) - 8:
+        # Only now do the first bytes say what the file is: a real header length can begin with them too.
+        if blob.startswith(_TORCH_MAGIC):
+            raise ModelFormatError(f"{where} is a PyTorch file (torch.save), not a packed .xnor model; export it "
+                                   "first: xnorpp export CHECKPOINT -o model.xnor")
         raise ModelFormatError(f"{where} is not a packed .xnor model (made by `xnorpp export`), or a truncated one: "
                                f"its header length {header_len} exceeds the file size {len(blob)}")
     return header_len
