@@ -3,12 +3,20 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import torch
 
 from xnorpp.train import evaluate, load_model
+
+
+def _gloo_exit_abort(proc, run_dir) -> bool:
+    """The run finished and wrote its result, and then a worker died in torch's teardown with std::terminate
+    (seen once in about a dozen runs on 2 cores: "terminate called without an active exception", SIGABRT)."""
+    return ((run_dir / "result.json").is_file() and "terminate called without an active exception" in proc.stderr
+            and "SIGABRT" in proc.stderr)
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path):
@@ -19,6 +27,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
            "--batch-size", "32", "--lr", "5e-3", "--model-opt", "width=16", "--run-dir", str(run_dir), "--no-progress",
            "--threads", "1", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if proc.returncode != 0 and _gloo_exit_abort(proc, run_dir):  # a rare crash of torch's gloo at exit: once more
+        shutil.rmtree(run_dir)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
