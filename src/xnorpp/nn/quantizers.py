@@ -25,18 +25,18 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     return _sign(x)[0]
 
 
-def _fast_path(t: torch.Tensor) -> bool:
-    """Whether ``t`` may take the eager CPU shortcuts: on the CPU, outside torch.compile (which fuses the
-    plain formulas into one loop anyway; on a GPU the check would cost a synchronisation per call) and
-    free of NaN. One sum finds a NaN: it is NaN when any element is (or when +inf and -inf meet, which
-    only sends a tensor without NaN down the exact path too)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.isnan(t.sum())
+def _shortcuts_allowed(t: torch.Tensor) -> bool:
+    """Whether ``t`` may take the eager CPU shortcuts: on the CPU and outside torch.compile (which fuses the
+    plain formulas into one loop anyway; on a GPU the check of a sum would cost a synchronisation per call).
+    Each shortcut also needs one sum of its tensor to be NaN-free: a sum is NaN when any element is (or when
+    +inf and -inf meet, which only sends a tensor without NaN down the exact path too)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _sign(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """(sign of ``x``, whether the NaN-free shortcut was taken)."""
     one = torch.ones((), dtype=x.dtype, device=x.device)
-    if _fast_path(x):
+    if _shortcuts_allowed(x) and not torch.isnan(x.sum()):
         # Two passes instead of four: x + 0.0 turns -0.0 into +0.0, so copysign gives sign(±0) = +1.
         return torch.copysign(one, x + 0.0), True
     return torch.where(torch.isnan(x), x, torch.where(x < 0, -one, one)), False
@@ -47,7 +47,7 @@ def _clipped_grad(grad: torch.Tensor, x: torch.Tensor, x_had_no_nan: bool) -> to
     kernel does it, with bounds one ulp beyond ±1 so that |x| = 1 exactly keeps its gradient (latent
     weights clipped to [-1, 1] sit there). Otherwise the multiplication itself, so that a NaN or inf in
     grad still reaches the optimizer (and AMP's overflow check) as it always did."""
-    if x_had_no_nan and grad.dtype == x.dtype and _fast_path(grad) and torch.isfinite(grad.sum()):
+    if x_had_no_nan and grad.dtype == x.dtype and _shortcuts_allowed(grad) and torch.isfinite(grad.sum()):
         bound = 1.0 + torch.finfo(x.dtype).eps  # the next representable value above 1
         return torch.ops.aten.hardtanh_backward(grad, x, -bound, bound)
     return grad * (x.abs() <= 1).to(grad.dtype)
