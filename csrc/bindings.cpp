@@ -37,6 +37,7 @@ const char* dtype_name(nb::dlpack::dtype dt) {
     if (dt == nb::dtype<int32_t>()) return "int32";
     if (dt == nb::dtype<int64_t>()) return "int64";
     if (dt == nb::dtype<uint8_t>()) return "uint8";
+    if (dt == nb::dtype<int8_t>()) return "int8";
     return "another dtype";
 }
 
@@ -44,6 +45,7 @@ template <class T>
 const char* expected_name() {
     if constexpr (std::is_same_v<T, float>) return "float32";
     if constexpr (std::is_same_v<T, uint32_t>) return "uint32";
+    if constexpr (std::is_same_v<T, int8_t>) return "int8";
     return "?";
 }
 
@@ -305,6 +307,117 @@ private:
     const IsaKernels* kernels_;
     std::vector<float> blocks_, bias_, scale_, shift_, slope_;
     bool relu_, depthwise_;
+};
+
+// The int8 input layer (core.h, Int8Stage): the float input is coded as bytes,
+// code = clamp(round_half_even(x*in_mul + in_add), 0, 255) per channel (for an image normalized with
+// mean m and std s, in_mul = 255*s and in_add = 255*m give back its 8-bit pixels), then an exact integer
+// convolution with weights in [-64, 64], then y = sum*scale + offset - (offsets of the taps on padding),
+// and the float epilogue (bias, batch norm, PReLU/ReLU) as FloatConv's. xnorpp.runtime.kernels computes
+// the weights and offsets from the float layer.
+class Int8InputConv {
+public:
+    Int8InputConv(const InArray& weight, const InArray& scale, const InArray& offset, const InArray& tap_offset,
+                  const InArray& in_mul, const InArray& in_add, std::array<int64_t, 2> in_size,
+                  std::array<int64_t, 2> out_size, std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
+                  std::array<int64_t, 2> dilation, const std::optional<InArray>& bias,
+                  const std::optional<InArray>& bn_scale, const std::optional<InArray>& bn_shift,
+                  const std::optional<InArray>& slope, bool relu, const std::optional<std::string>& isa)
+        : in_(in_size), out_(out_size), stride_(stride), padding_(padding), dilation_(dilation), relu_(relu) {
+        const int8_t* w = checked<int8_t>(weight, "Int8InputConv: weight", {4});
+        o_ = weight.shape(0);
+        kh_ = weight.shape(1);
+        kw_ = weight.shape(2);
+        c_ = weight.shape(3);
+        if (o_ < 1 || kh_ < 1 || kw_ < 1 || c_ < 1 || kh_ > kMaxGeometry || kw_ > kMaxGeometry || c_ > kMaxGeometry)
+            throw std::invalid_argument("Int8InputConv: weight must have a non-zero shape (O, KH, KW, C)");
+        const int64_t k = kh_ * kw_ * c_;
+        for (int64_t i = 0; i < o_ * k; ++i)
+            if (w[i] < -64 || w[i] > 64)
+                throw std::invalid_argument("Int8InputConv: weights must lie in [-64, 64] (7 bits and sign), got " +
+                                            std::to_string(int(w[i])));
+        if (k * 255 * 64 >= (int64_t(1) << 31))
+            throw std::invalid_argument("Int8InputConv: KH*KW*C = " + std::to_string(k) +
+                                        " is too large for exact int32 sums (at most 131000)");
+        check_geometry("Int8InputConv", stride, padding, dilation, in_size, out_size);
+        check_windows("Int8InputConv", in_size, out_size, kh_, kw_, stride, padding, dilation);
+        kernels_ = kernels_for("Int8InputConv", isa);
+        const int lanes = std::max(kernels_->int8_lanes, kernels_->float_lanes);
+        ostride_ = (o_ + lanes - 1) / lanes * lanes + lanes;
+        scale_ = optional_vector(scale, "Int8InputConv: scale", o_, ostride_);
+        offset_ = optional_vector(offset, "Int8InputConv: offset", o_, ostride_);
+        const float* t = checked<float>(tap_offset, "Int8InputConv: tap_offset", {2});
+        if (int64_t(tap_offset.shape(0)) != kh_ * kw_ || int64_t(tap_offset.shape(1)) != o_)
+            throw std::invalid_argument("Int8InputConv: tap_offset must have shape (KH*KW, O)");
+        tap_offset_.assign(static_cast<size_t>(kh_ * kw_ * ostride_), 0.0f);
+        for (int64_t i = 0; i < kh_ * kw_; ++i) std::copy(t + i * o_, t + (i + 1) * o_, tap_offset_.begin() + i * ostride_);
+        in_mul_ = optional_vector(in_mul, "Int8InputConv: in_mul", c_);
+        in_add_ = optional_vector(in_add, "Int8InputConv: in_add", c_);
+        bias_ = optional_vector(bias, "Int8InputConv: bias", o_, ostride_);
+        bn_scale_ = optional_vector(bn_scale, "Int8InputConv: scale", o_, ostride_);
+        bn_shift_ = optional_vector(bn_shift, "Int8InputConv: shift", o_, ostride_);
+        slope_ = optional_vector(slope, "Int8InputConv: slope", o_, ostride_);
+        blocks_ = block_int8_weights(w, o_, k, kernels_->int8_lanes);
+    }
+
+    nb::ndarray<nb::numpy, float> forward(const InArray& x) {
+        const float* xd = checked<float>(x, "Int8InputConv.forward: x", {4});
+        const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2);
+        if (int64_t(x.shape(3)) != c_ || h != in_[0] || w != in_[1])
+            throw std::invalid_argument("Int8InputConv.forward: expected (N, " + std::to_string(in_[0]) + ", " +
+                                        std::to_string(in_[1]) + ", " + std::to_string(c_) + ") float32 (NHWC)");
+        ConvShape s = conv_shape(n, c_, o_, kh_, kw_, stride_, dilation_);
+        s.oh = out_[0];
+        s.ow = out_[1];
+        s.h = h + padding_[0] + padding_[1];
+        s.w = w + padding_[2] + padding_[3];
+        float* out;
+        auto result = new_array<float>({size_t(n), size_t(s.oh), size_t(s.ow), size_t(o_)}, &out);
+        Int8Stage st;
+        st.scale = scale_.data();
+        st.offset = offset_.data();
+        st.tap_offset = tap_offset_.data();
+        st.ostride = ostride_;
+        st.pad_top = padding_[0];
+        st.pad_left = padding_[2];
+        st.h = h;
+        st.w = w;
+        st.post = FloatStage{ptr_or_null(bias_), ptr_or_null(bn_scale_), ptr_or_null(bn_shift_), ptr_or_null(slope_),
+                             relu_};
+        bool nan = false;
+        {
+            nb::gil_scoped_release release;
+            std::vector<uint8_t> codes(static_cast<size_t>(n * s.h * s.w * c_ + 8), 0);  // + slack (core.h)
+            for (int64_t b = 0; b < n && !nan; ++b)
+                for (int64_t y = 0; y < h; ++y) {
+                    const float* src = xd + (b * h + y) * w * c_;
+                    uint8_t* dst = codes.data() + ((b * s.h + y + padding_[0]) * s.w + padding_[2]) * c_;
+                    for (int64_t p = 0; p < w; ++p)
+                        for (int64_t cc = 0; cc < c_; ++cc) {
+                            const float v = src[p * c_ + cc] * in_mul_[cc] + in_add_[cc];
+                            nan |= v != v;
+                            // Clamp, then round half to even by adding and removing 1.5 * 2^23.
+                            const float clamped = std::min(std::max(v, 0.0f), 255.0f);
+                            dst[p * c_ + cc] = static_cast<uint8_t>((clamped + 12582912.0f) - 12582912.0f);
+                        }
+                }
+            if (!nan) kernels_->int8_conv(s, codes.data(), blocks_.data(), st, out);
+        }
+        if (nan) throw NaNError("Int8InputConv.forward: input contains NaN");
+        return result;
+    }
+
+    std::string isa() const { return kernels_->name; }
+
+private:
+    std::array<int64_t, 2> in_, out_, stride_;
+    std::array<int64_t, 4> padding_;
+    std::array<int64_t, 2> dilation_;
+    int64_t o_, c_, kh_, kw_, ostride_;
+    const IsaKernels* kernels_;
+    std::vector<int8_t> blocks_;
+    std::vector<float> scale_, offset_, tap_offset_, in_mul_, in_add_, bias_, bn_scale_, bn_shift_, slope_;
+    bool relu_;
 };
 
 // Checks the arguments of a pooling call on (N, H, W, C) float32 and allocates its (N, OH, OW, C) output.
@@ -592,6 +705,22 @@ NB_MODULE(_core, m) {
              "out_size, weight (O, C/groups, KH, KW) as in PyTorch; padding is (top, bottom, left, right). Epilogue: + bias, * scale + shift, then PReLU(slope) or ReLU.")
         .def("forward", &FloatConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
         .def_prop_ro("isa", &FloatConv::isa);
+    nb::class_<Int8InputConv>(m, "Int8InputConv")
+        .def(nb::init<const InArray&, const InArray&, const InArray&, const InArray&, const InArray&, const InArray&,
+                      std::array<int64_t, 2>, std::array<int64_t, 2>, std::array<int64_t, 2>, std::array<int64_t, 4>,
+                      std::array<int64_t, 2>, const std::optional<InArray>&, const std::optional<InArray>&,
+                      const std::optional<InArray>&, const std::optional<InArray>&, bool,
+                      const std::optional<std::string>&>(),
+             nb::arg("weight"), nb::arg("scale"), nb::arg("offset"), nb::arg("tap_offset"), nb::arg("in_mul"),
+             nb::arg("in_add"), nb::arg("in_size"), nb::arg("out_size"), nb::arg("stride") = std::array<int64_t, 2>{1, 1},
+             nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0}, nb::arg("dilation") = std::array<int64_t, 2>{1, 1},
+             nb::arg("bias") = nb::none(), nb::arg("bn_scale") = nb::none(), nb::arg("bn_shift") = nb::none(),
+             nb::arg("slope") = nb::none(), nb::arg("relu") = false, nb::arg("isa") = nb::none(),
+             "The int8 input layer: codes = clamp(rint(x*in_mul + in_add), 0, 255) per channel, an exact integer "
+             "convolution with int8 weight (O, KH, KW, C) in [-64, 64], y = sum*scale + offset - tap_offset[t] for "
+             "every tap t on padding, then + bias, * bn_scale + bn_shift, PReLU(slope) or ReLU.")
+        .def("forward", &Int8InputConv::forward, nb::arg("x"), "Run on (N, H, W, C) float32; returns (N, OH, OW, O).")
+        .def_prop_ro("isa", &Int8InputConv::isa);
     m.def("avg_pool2d", &avg_pool2d, nb::arg("x"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"),
           nb::arg("out_size"), nb::arg("count_include_pad"),
           "Average pooling of (N, H, W, C) float32 to out_size with PyTorch's windows and divisors; padding is "

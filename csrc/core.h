@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -65,6 +66,23 @@ struct FloatStage {
     bool relu = false;  // used when slope is null
 };
 
+// The int8 input layer (runtime option, docs/design.md "The int8 input layer"): 8-bit input codes (u8)
+// times weights in [-64, 64] (s8), summed exactly in int32 (|a pair of products| < 2^15, so AVX2's
+// saturating u8 x s8 multiply-add is exact too), then
+//   y = sum * scale + offset - (the offsets of the taps that fall on padding), then the FloatStage.
+// The input is already coded and padded (s.h, s.w include the padding; the image starts at row
+// pad_top, column pad_left), with 8 readable bytes past its end; padding codes are 0 and the per-tap
+// offsets stand in for them.
+// Weights are blocked [ceil(O / int8_lanes)][K4 / 4][int8_lanes][4] bytes with K = KH*KW*C in
+// (ky, kx, c) order, K4 = K rounded up to 4 (block_int8_weights). Per-channel arrays hold ostride values.
+struct Int8Stage {
+    const float* scale = nullptr;       // [ostride]
+    const float* offset = nullptr;      // [ostride]
+    const float* tap_offset = nullptr;  // [KH*KW][ostride]
+    int64_t ostride = 0, pad_top = 0, pad_left = 0, h = 0, w = 0;  // h, w: the unpadded input
+    FloatStage post;
+};
+
 // How an ISA unit wants its binary weights arranged (dispatch.cpp: prepare_weights).
 //   Words:  [G][blocks][taps][cw][lanes] 32-bit words (lane l = output channel l of the block).
 //   Nibbles: [G][blocks][taps][cw][byte j of the word][lanes/32][low|high nibble][32] bytes: the
@@ -95,6 +113,9 @@ struct IsaKernels {
     // float_conv, weights [KH*KW][C rounded up to float_lanes] (block_depthwise_weights).
     void (*float_depthwise)(const ConvShape& s, const float* x, const float* w, const FloatStage& st, float* out);
     WeightLayout weight_layout;  // how prepare_weights arranges the blocks conv reads
+    int int8_lanes;              // output channels per int8 register tile (the int8 weight block width)
+    // The int8 input layer (Int8Stage above); out [N*OH*OW][O] float.
+    void (*int8_conv)(const ConvShape& s, const uint8_t* x, const int8_t* wblocks, const Int8Stage& st, float* out);
 };
 
 const IsaKernels* kernels_avx512();

@@ -21,7 +21,8 @@ bool isa_supported(const std::string& name) {
     __builtin_cpu_init();
     if (name == "avx512")
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
+               __builtin_cpu_supports("avx512vnni");
     if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 #endif
     return name == "portable";
@@ -299,6 +300,15 @@ std::vector<float> block_depthwise_weights(const float* w, int64_t c, int64_t kh
     for (int64_t cc = 0; cc < c; ++cc)
         for (int64_t t = 0; t < taps; ++t) out[t * cpad + cc] = w[cc * taps + t];
     return out;
+}
+
+std::vector<int8_t> block_int8_weights(const int8_t* w, int64_t o, int64_t k, int lanes) {
+    const int64_t k4 = (k + 3) / 4 * 4, nblocks = (o + lanes - 1) / lanes;
+    std::vector<int8_t> blocks(static_cast<size_t>(nblocks * k4 * lanes), 0);
+    for (int64_t oo = 0; oo < o; ++oo)
+        for (int64_t kk = 0; kk < k; ++kk)
+            blocks[((oo / lanes * (k4 / 4) + kk / 4) * lanes + oo % lanes) * 4 + kk % 4] = w[oo * k + kk];
+    return blocks;
 }
 
 }  // namespace xnorpp

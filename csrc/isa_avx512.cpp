@@ -1,7 +1,7 @@
 // AVX-512 VPOPCNTDQ kernels: 32 output channels (two zmm of 32-bit lanes) x 12 pixels per
 // register tile; activation words are broadcast, so no horizontal reductions are needed.
-// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq (CMakeLists.txt); only
-// called after the dispatcher checked the CPU.
+// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni (CMakeLists.txt); only
+// called after the dispatcher checked the CPU (every CPU with VPOPCNTDQ but Knights Mill has VNNI too).
 #include "core.h"
 
 #if defined(XNORPP_SIMDE_AVX512)
@@ -98,6 +98,11 @@ constexpr int kUnrolledWords = 1;
 #define VBYTES 64
 #include "kernels_impl.h"
 #undef VBYTES
+
+// AVX512-VNNI: 64 u8 x s8 products summed into 16 int32 lanes in one instruction.
+static inline vint dot4(vint acc, vint a, vint w) {
+    return (vint)_mm512_dpbusd_epi32((__m512i)acc, (__m512i)a, (__m512i)w);
+}
 
 }  // namespace isa_avx512
 

@@ -45,6 +45,17 @@ constexpr int kUnrolledWords = 0;
 #include "kernels_impl.h"
 #undef VBYTES
 
+static inline vint dot4(vint acc, vint a, vint w) {
+    for (int i = 0; i < VW; ++i) {
+        const uint32_t codes = static_cast<uint32_t>(a[i]), weights = static_cast<uint32_t>(w[i]);
+        int32_t sum = 0;
+        for (int b = 0; b < 4; ++b)
+            sum += static_cast<int32_t>((codes >> (8 * b)) & 255u) * static_cast<int8_t>((weights >> (8 * b)) & 255u);
+        acc[i] += sum;
+    }
+    return acc;
+}
+
 }  // namespace isa_portable
 
 const IsaKernels* kernels_portable() { return &isa_portable::kTable; }

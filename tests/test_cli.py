@@ -280,7 +280,7 @@ def test_deprecated_spellings_still_work_with_a_note(capsys):
 
 # -- xnorpp run on every data set with a test split on disk, a .npy file and a folder of images ----------------
 
-def _reference_top1(packed, images, labels) -> float:
+def _reference_top1(packed, images, labels, **load) -> float:
     """Top-1 of the packed model on raw uint8 images normalized here by digits' formula: what `xnorpp run`
     must report after reading and normalizing the same images itself. (The packed model, not PyTorch: an
     image whose binary-layer input lies within rounding of 0 may take the other class in another engine,
@@ -288,7 +288,7 @@ def _reference_top1(packed, images, labels) -> float:
     from xnorpp import runtime
 
     x = ((images.astype(np.float32) / np.float32(255.0) - np.float32(0.3)) / np.float32(0.38)).astype(np.float32)
-    return float((runtime.load(packed).predict(np.ascontiguousarray(x)).argmax(1) == labels).mean())
+    return float((runtime.load(packed, **load).predict(np.ascontiguousarray(x)).argmax(1) == labels).mean())
 
 
 def test_run_a_data_set_a_npy_file_and_a_folder_of_images(packed, tmp_path):
@@ -302,6 +302,11 @@ def test_run_a_data_set_a_npy_file_and_a_folder_of_images(packed, tmp_path):
     result = xnorpp("run", packed, "--dataset", "digits")
     assert result.returncode == 0, result.stderr
     assert f"digits test split top-1 {100 * top1:.2f}% on {len(labels)} images" in result.stdout
+    result = xnorpp("run", packed, "--dataset", "digits", "--input-layer", "int8")
+    assert result.returncode == 0, result.stderr
+    top1_int8 = _reference_top1(packed, images, labels, input_layer="int8")
+    assert f"top-1 {100 * top1_int8:.2f}% on {len(labels)} images" in result.stdout
+    assert "int8 input layer" in result.stdout
 
     np.save(tmp_path / "x.npy", images[:40])
     np.save(tmp_path / "y.npy", labels[:40])

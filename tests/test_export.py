@@ -353,3 +353,44 @@ def test_shared_values_and_inner_output(output_inner, tmp_path):
     assert any(n.inputs[0] == n.inputs[1] for n in packed.graph.nodes if n.op == "add")
     assert len(readers["act1"]) == 3
     assert not any(s.bits_out for s in packed.steps)  # a is read by three nodes: no bit handover from b1
+
+
+def test_int8_input_layer_is_the_model_with_its_first_conv_rounded(tmp_path):
+    """input_layer='int8' on 8-bit images equals PyTorch with the first conv's weights replaced by their 7-bit
+    rounding (per output channel, on the pixel scale: W·255·std, symmetric, [-64, 64]), under the rule of the
+    float runtime (logits within 1e-4, same argmax, images with a sign input within rounding of 0 exempt)."""
+    torch.manual_seed(0)
+    model = randomize(create("fmnist-net", in_channels=1, scaling="gamma-o-h-w", input_size=(28, 28), width=8), 3)
+    path = export_model(model, tmp_path / "m.xnor", input_size=(28, 28), dataset="fashion-mnist")
+    mean, std = 0.2860, 0.3530  # Fashion-MNIST's normalization, as recorded in the file
+    rounded = copy.deepcopy(model)
+    stem = rounded.stem[0]
+    w = stem.weight.detach().double() / (255.0 * std)  # per pixel code
+    step = w.abs().flatten(1).max(1).values / 64
+    stem.weight.data = ((w / step[:, None, None, None]).round().clamp(-64, 64) * step[:, None, None, None]
+                        * (255.0 * std)).float()
+    assert not torch.equal(stem.weight, model.stem[0].weight)
+
+    pixels = np.random.default_rng(4).integers(0, 256, (2000, 1, 28, 28))
+    x = np.ascontiguousarray((pixels.astype(np.float32) / np.float32(255) - np.float32(mean)) / np.float32(std))
+    keep = sign_distances(rounded, x) >= SIGN_TOLERANCE
+    assert (~keep).mean() < MAX_EXEMPT_SHARE
+    got = runtime.load(path, input_layer="int8").predict(x)[keep]
+    with torch.no_grad():
+        expect = rounded(torch.from_numpy(x)).numpy()[keep]
+    scale = np.abs(expect).max(axis=1, keepdims=True)
+    assert np.all(np.abs(got - expect) <= 1e-4 * scale), np.abs(got - expect).max()
+    np.testing.assert_array_equal(got.argmax(1), expect.argmax(1))
+
+
+def test_int8_input_layer_refusals(tmp_path):
+    model = randomize(create("fmnist-net", in_channels=1, scaling="gamma-o", input_size=(28, 28), width=8), 3)
+    path = export_model(model, tmp_path / "m.xnor", input_size=(28, 28))  # no data set: no normalization recorded
+    with pytest.raises(ValueError, match="needs the input normalization.*--dataset"):
+        runtime.load(path, input_layer="int8")
+    with pytest.raises(ValueError, match="input_layer must be one of float32, int8, got 'int4'"):
+        runtime.load(path, input_layer="int4")
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)).eval()
+    path = export_model(flat, tmp_path / "flat.xnor", input_size=(28, 28), dataset="fashion-mnist", in_channels=1)
+    with pytest.raises(ValueError, match="needs a real conv2d"):
+        runtime.load(path, input_layer="int8")

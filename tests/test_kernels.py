@@ -301,3 +301,69 @@ def test_max_pool_matches_pytorch(kernel, stride, padding, dilation, ceil_mode):
     ref = F.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), kernel, stride, padding, dilation,
                        ceil_mode=ceil_mode).numpy().transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(got, ref)
+
+
+# ---------------------------------------------------------------------------------------- the int8 input layer
+INT8_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dilation
+    (1, 3, 64, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # ResNet's stem, small
+    (2, 1, 8, 9, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),    # fmnist-net's
+    (1, 4, 70, 8, 7, (3, 2), (1, 2), (2, 0, 1, 2), (2, 1)),    # channels past a tile, dilation, odd padding
+    (3, 2, 33, 5, 6, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    (1, 3, 5, 6, 6, (5, 5), (1, 1), (4, 4, 4, 4), (1, 1)),     # windows that are mostly padding
+]
+
+
+@pytest.mark.parametrize("case", INT8_CASES, ids=[f"c{c[1]}o{c[2]}k{c[5][0]}x{c[5][1]}" for c in INT8_CASES])
+def test_int8_input_conv(isa, case):
+    """The int8 input layer against float64 PyTorch: codes = clamp(rint(x·in_mul + in_add), 0, 255) (out-of-range
+    inputs included), sum of codes × weights, · scale, + the offsets of the taps inside the image, then the epilogue."""
+    n, c, o, h, w, k, stride, pad, dil = case
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((n, c, h, w)) * 1.3).astype(np.float32)
+    in_mul = rng.uniform(40, 80, c).astype(np.float32)
+    in_add = rng.uniform(90, 140, c).astype(np.float32)
+    weight = rng.integers(-64, 65, (o, *k, c)).astype(np.int8)
+    weight[0] = 64  # the extremes, with the largest codes below
+    weight[-1] = -64
+    x[0, :, 0, :] = 10.0
+    scale = rng.uniform(0.001, 0.01, o).astype(np.float32)
+    tap_offset = rng.standard_normal((k[0] * k[1], o)).astype(np.float32)
+    bias, bn_scale, bn_shift = (rng.standard_normal(o).astype(np.float32) for _ in range(3))
+    slope = (0.25 * rng.standard_normal(o)).astype(np.float32)
+
+    codes = np.clip(np.rint(x * in_mul[:, None, None] + in_add[:, None, None]), 0, 255)  # float32 math, as the core
+    assert codes.max() == 255 and codes.min() == 0
+    padding = (pad[2], pad[3], pad[0], pad[1])
+    conv = lambda v, wt: F.conv2d(F.pad(torch.from_numpy(v).double(), padding), torch.from_numpy(wt).double(),  # noqa: E731
+                                  None, stride, 0, dil)
+    sums = conv(codes, weight.transpose(0, 3, 1, 2).astype(np.float64))
+    inside = conv(np.ones((n, 1, h, w)), tap_offset.T.reshape(o, 1, *k).astype(np.float64))  # Σ over in-image taps
+    per_channel = lambda v: torch.from_numpy(v).double()[:, None, None]  # noqa: E731
+    y = ((sums * per_channel(scale) + inside + per_channel(bias)) * per_channel(bn_scale) + per_channel(bn_shift))
+    ref = torch.where(y > 0, y, y * per_channel(slope)).numpy()
+
+    oh, ow = ref.shape[2:]
+    layer = _core.Int8InputConv(weight, scale, tap_offset.sum(axis=0), tap_offset, in_mul, in_add, (h, w), (oh, ow),
+                                stride=stride, padding=pad, dilation=dil, bias=bias, bn_scale=bn_scale,
+                                bn_shift=bn_shift, slope=slope)
+    assert layer.isa == isa
+    got = layer.forward(np.ascontiguousarray(x.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_int8_input_conv_bad_input():
+    ok = dict(in_size=(4, 4), out_size=(4, 4), padding=(1, 1, 1, 1))
+    w = np.zeros((2, 3, 3, 1), np.int8)
+    args = (np.ones(2, np.float32), np.zeros(2, np.float32), np.zeros((9, 2), np.float32), np.ones(1, np.float32),
+            np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match=r"\[-64, 64\]"):
+        _core.Int8InputConv(np.full((2, 3, 3, 1), 65, np.int8), *args, **ok)
+    with pytest.raises(TypeError, match="int8"):
+        _core.Int8InputConv(w.astype(np.float32), *args, **ok)
+    with pytest.raises(ValueError, match=r"tap_offset must have shape"):
+        _core.Int8InputConv(w, args[0], args[1], np.zeros((8, 2), np.float32), *args[3:], **ok)
+    layer = _core.Int8InputConv(w, *args, **ok)
+    with pytest.raises(ValueError, match="NaN"):
+        layer.forward(np.full((1, 4, 4, 1), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"expected \(N, 4, 4, 1\)"):
+        layer.forward(np.zeros((1, 4, 4, 3), np.float32))

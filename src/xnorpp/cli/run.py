@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--labels", metavar="NPY", help="class index of each --input image (.npy of integers)")
     p.add_argument("--data-root", help="folder with the data set's files (default: where xnorpp looks for them)")
     p.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+    p.add_argument("--input-layer", choices=("float32", "int8"), default="float32",
+                   help="run the first conv in float32 (default) or int8: exact on 8-bit images, 7-bit weights; "
+                        "faster on CPUs with AVX512-VNNI (docs/design.md)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N images")
     p.set_defaults(func=run)
@@ -35,14 +38,14 @@ def run(args) -> int:
 
     if args.labels and not args.input:
         raise ValueError("--labels goes with --input (a data set brings its own labels)")
-    model = runtime.load(args.model, threads=args.threads)
+    model = runtime.load(args.model, threads=args.threads, input_layer=args.input_layer)
     if args.dataset:
         inputs = dataset_inputs(args.dataset, args.data_root, model)
     else:
         inputs = file_inputs(args.input, model, args.labels)
     result = classify(model, inputs, args.batch_size, args.limit)
     speed = (f"{result['images']} images, {result['images_per_s']:.0f} images/s ({model.isa}, "
-             f"{runtime.num_threads()} threads)")
+             f"{runtime.num_threads()} threads{', int8 input layer' if args.input_layer == 'int8' else ''})")
     if result["top1"] is not None:
         print(f"{args.model}: {inputs.source} top-1 {100 * result['top1']:.2f}% on {speed}")
         return 0

@@ -211,6 +211,41 @@ def real_conv(step: Step, t: Tensors) -> Kernel:
     return conv.forward
 
 
+# ----------------------------------------------------------------------------- the int8 input layer
+INT8_WEIGHT_MAX = 64  # weights in [-64, 64]: a pair of products 255·64·2 < 2^15 stays exact on AVX2 (core.h)
+
+
+def int8_input_layer(step: Step, t: Tensors, mean, std) -> Kernel:
+    """The input conv in integers (docs/design.md, "The int8 input layer").
+
+    An image normalized as x = (v - mean) / std with 8-bit pixels v = code / 255 is coded back to its
+    pixels exactly, so the input loses nothing; the weights, with 255·std folded in, are rounded to 7 bits
+    and sign per output channel: W ≈ W̃ = scale_o·w_q·255·std. Since code = 255·(std·x + mean),
+    y = scale_o·Σ w_q·code - Σ over in-image taps of scale_o·w_q·255·mean = conv(x, W̃) exactly (up to
+    float rounding); the second term is a per-tap offset, so that taps on the zero padding (x = 0, not
+    code 0) contribute nothing, as in the float layer.
+    """
+    node, a = step.node, step.node.attrs
+    c = a["in_channels"]
+    mean = np.broadcast_to(np.asarray(mean, np.float64), (c,))
+    std = np.broadcast_to(np.asarray(std, np.float64), (c,))
+    weight = t(node, "weight").astype(np.float64).transpose(0, 2, 3, 1)  # (O, KH, KW, C)
+    o, kh, kw, _ = weight.shape
+    folded = weight / (255.0 * std)  # per code
+    scale = np.abs(folded).reshape(o, -1).max(axis=1) / INT8_WEIGHT_MAX
+    scale[scale == 0] = 1.0
+    codes_weight = np.clip(np.rint(folded / scale[:, None, None, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX)
+    tap_offset = -(scale[:, None, None, None] * codes_weight * (255.0 * mean)).sum(axis=3).reshape(o, kh * kw).T
+    bn, act = _epilogue(step, ("batch_norm",)), _epilogue(step, ("prelu", "relu"))
+    conv = _core.Int8InputConv(
+        np.ascontiguousarray(codes_weight, dtype=np.int8), scale.astype(np.float32),
+        tap_offset.sum(axis=0).astype(np.float32), np.ascontiguousarray(tap_offset, dtype=np.float32),
+        (255.0 * std).astype(np.float32), (255.0 * mean).astype(np.float32), _hw(node.in_shapes[0]),
+        _hw(node.shape), stride=a["stride"], padding=a["padding"], dilation=a["dilation"], bias=t(node, "bias"),
+        bn_scale=t(bn, "scale"), bn_shift=t(bn, "shift"), **_activation(act, o, t))
+    return conv.forward
+
+
 @kernel("batch_norm", "prelu")
 def channel_affine(step: Step, t: Tensors) -> Kernel:
     """x·scale + shift per channel (last axis), then PReLU/ReLU: one pass in the core."""

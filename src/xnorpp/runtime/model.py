@@ -15,13 +15,20 @@ import numpy as np
 
 from .. import _core
 from ..packed import Graph, ModelFormatError, Step, plan, read
-from .kernels import KERNELS, Tensors
+from .kernels import KERNELS, Tensors, int8_input_layer
+
+INPUT_LAYERS = ("float32", "int8")
 
 
 class PackedModel:
-    """A packed binary network ready to run: ``logits = model(x)`` with x a float32 numpy batch (N, C, H, W)."""
+    """A packed binary network ready to run: ``logits = model(x)`` with x a float32 numpy batch (N, C, H, W).
 
-    def __init__(self, graph: Graph, tensors: dict[str, np.ndarray], path: str | None = None):
+    ``input_layer="int8"`` runs the real conv that reads the input in integers (docs/design.md, "The int8
+    input layer"): exact for inputs that are normalized 8-bit images, with its weights rounded to 7 bits.
+    """
+
+    def __init__(self, graph: Graph, tensors: dict[str, np.ndarray], path: str | None = None,
+                 input_layer: str = "float32"):
         self.path = path
         self.graph = graph
         self.in_channels = graph.input_shape[0]
@@ -32,9 +39,17 @@ class PackedModel:
         self._tensors = Tensors(tensors)
         self.steps = plan(graph)
         where = self._where = f"packed model {path!r}" if path else "packed model"
+        if input_layer not in INPUT_LAYERS:
+            raise ValueError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {input_layer!r}")
+        self.input_layer = input_layer
+        int8_step = self._int8_input_step() if input_layer == "int8" else None
         self._fns = []
         for step in self.steps:
             try:
+                if step is int8_step:
+                    self._fns.append(int8_input_layer(step, self._tensors, self.preprocess["mean"],
+                                                      self.preprocess["std"]))
+                    continue
                 self._fns.append(KERNELS[step.kind](step, self._tensors))
             except (ValueError, TypeError) as err:  # the core refused what the schema let through: a bug, named
                 raise ModelFormatError(f"{where}: {step.node.where}: {err}") from None
@@ -45,6 +60,18 @@ class PackedModel:
                 last_read[value] = index
         self._free = [sorted({v for v in step.inputs if last_read[v] == index and v != graph.output})
                       for index, step in enumerate(self.steps)]
+
+    def _int8_input_step(self) -> Step:
+        """The step that runs the input layer in int8; a clear error when this model has none."""
+        first = next((s for s in self.steps if self.graph.input_name in s.inputs), None)
+        if first is None or first.kind != "conv2d" or first.node.attrs["groups"] != 1 or first.input_affine:
+            what = f"{first.node.op} ({first.node.where})" if first else "nothing"
+            raise ValueError(f"{self._where}: input_layer='int8' needs a real conv2d (groups 1) reading the input; "
+                             f"this model reads it with {what}")
+        if not self.preprocess:
+            raise ValueError(f"{self._where}: input_layer='int8' needs the input normalization (mean, std) of the "
+                             "data set, and this file records none; export it with --dataset NAME")
+        return first
 
     # -- running -----------------------------------------------------------------------------
     def check_input(self, x) -> np.ndarray:
@@ -116,7 +143,7 @@ class PackedModel:
         for node in self.graph.nodes:
             counts[node.op] = counts.get(node.op, 0) + 1
         info = {"nodes": counts, "steps": [s.describe() for s in self.steps], "isa": self.isa,
-                "threads": _core.num_threads(), "input": self.graph.input_shape}
+                "threads": _core.num_threads(), "input": self.graph.input_shape, "input_layer": self.input_layer}
         if self.path:
             info["file_bytes"] = os.path.getsize(self.path)
         return info
@@ -130,10 +157,12 @@ def _to_nhwc(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None) -> PackedModel:
+def load(path: str | os.PathLike, *, threads: int | None = None, input_layer: str = "float32") -> PackedModel:
     """Load a packed model file (``.xnor``, written by ``xnorpp export``).
 
     ``threads`` sets the kernel thread count (default: all cores, or ``XNORPP_NUM_THREADS``).
+    ``input_layer="int8"`` runs the first (real) conv in integers: faster where the CPU multiplies bytes
+    quickly (AVX512-VNNI), exact on 8-bit images, weights rounded to 7 bits (docs/design.md).
     The instruction-set path is chosen from the CPU, or forced with ``XNORPP_ISA``.
     Raises :class:`ModelFormatError` (a ``ValueError``) naming the node and field of a bad file.
     """
@@ -141,4 +170,4 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> PackedModel:
         _core.set_num_threads(int(threads))
     graph_json, tensors = read(path)
     where = repr(str(path))
-    return PackedModel(Graph.from_json(graph_json, tensors, where), tensors, str(Path(path)))
+    return PackedModel(Graph.from_json(graph_json, tensors, where), tensors, str(Path(path)), input_layer)
