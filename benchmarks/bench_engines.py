@@ -3,10 +3,12 @@
 Usage: python benchmarks/bench_engines.py [--threads 1 2] [--batch 1 8] [--rounds 30] [--quick]
        (--help for the rest; ONNX Runtime and OpenVINO come with ``pip install 'xnorpp[bench]'``)
 
-Candidates, all on the same seeded random 224×224 input:
+Candidates, all on the same seeded random 224×224 input (random 8-bit images normalized with
+ImageNet's mean and std, what a user feeds):
 
 * xnorpp: the binary ResNet-18 of XNOR-Net++ (γ_o-h-w scaling), exported to a packed ``.xnor``
-  file and run by ``xnorpp.runtime``. It is the baseline of every ratio.
+  file and run by ``xnorpp.runtime``. It is the baseline of every ratio. A second row runs the same
+  file with the int8 input layer (``runtime.load(path, input_layer="int8")``).
 * PyTorch eager fp32: torchvision's ResNet-18 (the same architecture, reproduced here when
   torchvision is not installed).
 * ONNX Runtime fp32 and int8, OpenVINO fp32 and int8: that ResNet-18 exported to ONNX by this
@@ -16,7 +18,8 @@ Candidates, all on the same seeded random 224×224 input:
 Weights are random (speed does not depend on their values); batch-norm statistics, scaling
 factors and PReLU slopes are randomized too, so that the output checks exercise the folding
 done by each exporter. Each output is checked: fp32 engines against PyTorch fp32, each int8
-engine against its own fp32 run, xnorpp against the binary model in PyTorch. A row whose top-1
+engine against its own fp32 run, xnorpp against the binary model in PyTorch (with the int8 input
+layer: that model with its first conv's weights rounded as the int8 layer rounds them). A row whose top-1
 differs or whose relative difference is too large is flagged.
 
 Timing: per configuration (threads × batch) the candidates are called in interleaved rounds,
@@ -31,6 +34,7 @@ ONNX Runtime and OpenVINO are optional: without them their rows are skipped with
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -55,6 +59,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from xnorpp.data.sources import DATASETS  # noqa: E402
+from xnorpp.runtime.kernels import int8_rounded_weight  # noqa: E402
+
+IMAGENET = DATASETS["imagenet"]
 SIZE = 224
 NUM_CLASSES = 1000
 INSTALL_HINT = "pip install 'xnorpp[bench]'"
@@ -68,6 +76,13 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vpopcntdq", "avx512_vnni", "avx_v
 
 
 # -- models -----------------------------------------------------------------------------------------------
+def normalized_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random 8-bit RGB images normalized as torchvision's ImageNet models expect: what a user feeds."""
+    pixels = rng.integers(0, 256, (n, 3, SIZE, SIZE)).astype(np.float32) / np.float32(255)
+    mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (IMAGENET.mean, IMAGENET.std))
+    return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
+
+
 class _BasicBlock(nn.Module):
     """torchvision.models.resnet.BasicBlock (same module names, so the state dicts are interchangeable)."""
 
@@ -303,8 +318,9 @@ class Candidate:
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------
-def build_candidates(threads: int, batch: int, x: np.ndarray, packed, fp32_model: nn.Module,
-                     ref_binary: np.ndarray, ref_fp32: np.ndarray, *, engines, use_ort: bool, ov_core,
+def build_candidates(threads: int, batch: int, x: np.ndarray, packed, packed_int8, fp32_model: nn.Module,
+                     ref_binary: np.ndarray, ref_binary_int8: np.ndarray, ref_fp32: np.ndarray, *, engines,
+                     use_ort: bool, ov_core,
                      make_int8: bool, onnx_fp32: str, onnx_int8: str, spin: bool,
                      precision_info: dict) -> list[Candidate]:
     """The candidates of one configuration, each set up for it and its output checked once; xnorpp first.
@@ -315,8 +331,11 @@ def build_candidates(threads: int, batch: int, x: np.ndarray, packed, fp32_model
         with torch.inference_mode():
             return fp32_model(xt).numpy()
 
-    cands = [Candidate("xnorpp packed", "binary", lambda: packed(x), "binary ResNet-18 in PyTorch")]
+    cands = [Candidate("xnorpp packed", "binary", lambda: packed(x), "binary ResNet-18 in PyTorch"),
+             Candidate("xnorpp packed, int8 input layer", "binary", lambda: packed_int8(x),
+                       "the same, first conv's weights rounded to 7 bits")]
     cands[0].check(ref_binary)
+    cands[1].check(ref_binary_int8)
     if "torch" in engines:
         cands.append(Candidate("PyTorch eager", "fp32", torch_run, "PyTorch fp32 (itself)"))
         cands[-1].check(ref_fp32)
@@ -417,9 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     max_threads, max_batch = max(threads_list), max(batches)
     torch.set_num_threads(max_threads)
     rng = np.random.default_rng(args.seed)
-    images = rng.standard_normal((max_batch, 3, SIZE, SIZE), dtype=np.float32)
-    calibration = np.random.default_rng(args.seed + 1).standard_normal(
-        (args.calibration_images, 3, SIZE, SIZE), dtype=np.float32)
+    images = normalized_images(rng, max_batch)
+    calibration = normalized_images(np.random.default_rng(args.seed + 1), args.calibration_images)
     gen = torch.Generator().manual_seed(args.seed)
 
     torch.manual_seed(args.seed)
@@ -428,17 +446,24 @@ def main(argv: list[str] | None = None) -> int:
     binary_model = randomize(create("resnet18", num_classes=NUM_CLASSES, in_channels=3, input_size=(SIZE, SIZE),
                                     scaling="gamma-o-h-w"), gen)
 
+    rounded_model = copy.deepcopy(binary_model)  # the reference of the int8 input layer
+    stem = rounded_model.stem[0]
+    stem.weight.data = torch.from_numpy(int8_rounded_weight(stem.weight.detach().numpy(), IMAGENET.std)).float()
+
     log("reference logits (PyTorch fp32 and binary)")
     with torch.inference_mode():
         ref_fp32 = {b: fp32_model(torch.from_numpy(images[:b])).numpy().copy() for b in batches}
         ref_binary = {b: binary_model(torch.from_numpy(images[:b])).numpy().copy() for b in batches}
+        ref_binary_int8 = {b: rounded_model(torch.from_numpy(images[:b])).numpy().copy() for b in batches}
 
     rows, precision_info = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         if args.isa:
             runtime.set_isa(args.isa)
-        xnor_path = export_model(binary_model, os.path.join(tmp, "resnet18-binary.xnor"), input_size=(SIZE, SIZE))
+        xnor_path = export_model(binary_model, os.path.join(tmp, "resnet18-binary.xnor"), input_size=(SIZE, SIZE),
+                                 dataset="imagenet")
         packed = runtime.load(xnor_path)
+        packed_int8 = runtime.load(xnor_path, input_layer="int8")
         isa = packed.isa
         onnx_fp32 = os.path.join(tmp, "resnet18-fp32.onnx")
         onnx_int8 = os.path.join(tmp, "resnet18-int8-qdq.onnx")
@@ -459,8 +484,9 @@ def main(argv: list[str] | None = None) -> int:
             for batch in batches:
                 log(f"threads {threads}, batch {batch}: building")
                 x = np.ascontiguousarray(images[:batch])
-                cands = build_candidates(threads, batch, x, packed, fp32_model, ref_binary[batch],
-                                         ref_fp32[batch], engines=args.engines, use_ort=use_ort, ov_core=core,
+                cands = build_candidates(threads, batch, x, packed, packed_int8, fp32_model, ref_binary[batch],
+                                         ref_binary_int8[batch], ref_fp32[batch], engines=args.engines,
+                                         use_ort=use_ort, ov_core=core,
                                          make_int8=make_int8, onnx_fp32=onnx_fp32, onnx_int8=onnx_int8,
                                          spin=args.spin, precision_info=precision_info)
                 log(f"threads {threads}, batch {batch}: {warmup} warm-up + {rounds} rounds of {len(cands)}")
@@ -495,13 +521,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"about 1 ms here).")
     if make_int8:
         notes.append(f"int8 model: onnxruntime.quantization.quantize_static, QDQ, per channel, S8 weights, U8 "
-                     f"activations, MinMax over {args.calibration_images} standard-normal images (seed "
+                     f"activations, MinMax over {args.calibration_images} images like the input (seed "
                      f"{args.seed + 1}); quant_pre_process first.")
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
         "cpu_flags": cpu_flags(CPU_FLAGS), "logical_cpus": os.cpu_count(), "isa": isa,
         "threads": threads_list, "batches": batches, "rounds": rounds, "warmup": warmup, "seed": args.seed,
-        "input": f"{SIZE}x{SIZE}, standard normal (seed {args.seed})", "fp32_model": fp32_source,
+        "input": f"{SIZE}x{SIZE}, random 8-bit images normalized with ImageNet's mean and std (seed {args.seed})",
+        "fp32_model": fp32_source,
         "binary_model": 'xnorpp.models.create("resnet18", scaling="gamma-o-h-w", input_size=(224, 224))',
         "calibration_images": args.calibration_images, "versions": versions(), "precision": precision_info,
         "tolerance": TOLERANCE, "spin": args.spin, "gap_ms": args.gap_ms,
@@ -550,7 +577,7 @@ def render(meta: dict, rows: list[dict]) -> str:
         ratio = f"{r['ratio_vs_xnorpp']:.2f}×"
         lines.append(
             f"| {r['threads']} | {r['batch']} | {r['engine']} | {r['precision']} | {r['min_ms']:.1f} | "
-            f"{r['median_ms']:.1f} | {'1 (baseline)' if r['engine'].startswith('xnorpp') else ratio} | "
+            f"{r['median_ms']:.1f} | {'1 (baseline)' if r['engine'] == 'xnorpp packed' else ratio} | "
             f"{r['cores_used']:.2f} | {r['reference']} | {r['rel_diff']:.1e} | {r['top1_agree']}/{r['images']} | "
             f"{'⚠ ' + r['flag'] if r['flag'] else 'ok'}{'; ' + r['note'] if r['note'] else ''} |")
     lines += ["", "Time ÷ xnorpp > 1: xnorpp is faster. Cores used: process CPU time ÷ wall time during the calls. "

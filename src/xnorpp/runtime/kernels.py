@@ -215,6 +215,24 @@ def real_conv(step: Step, t: Tensors) -> Kernel:
 INT8_WEIGHT_MAX = 64  # weights in [-64, 64]: a pair of products 255·64·2 < 2^15 stays exact on AVX2 (core.h)
 
 
+def _int8_weights(weight: np.ndarray, std) -> tuple[np.ndarray, np.ndarray]:
+    """(w_q (O, KH, KW, C) in [-64, 64], scale (O,)): W / (255·std) per pixel code, rounded per output channel."""
+    folded = weight.astype(np.float64).transpose(0, 2, 3, 1) / (255.0 * np.asarray(std, np.float64))
+    scale = np.abs(folded).reshape(len(folded), -1).max(axis=1) / INT8_WEIGHT_MAX
+    scale[scale == 0] = 1.0
+    return np.clip(np.rint(folded / scale[:, None, None, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX), scale
+
+
+def int8_rounded_weight(weight: np.ndarray, std) -> np.ndarray:
+    """The float weights (O, C, KH, KW) that the int8 input layer computes with exactly: W̃ = scale·w_q·255·std.
+
+    A PyTorch model with its first conv's weights replaced by these gives the int8 layer's results (up to
+    float rounding), the reference for checking it."""
+    codes_weight, scale = _int8_weights(weight, std)
+    rounded = codes_weight * scale[:, None, None, None] * (255.0 * np.asarray(std, np.float64))
+    return rounded.transpose(0, 3, 1, 2)
+
+
 def int8_input_layer(step: Step, t: Tensors, mean, std) -> Kernel:
     """The input conv in integers (docs/design.md, "The int8 input layer").
 
@@ -229,12 +247,8 @@ def int8_input_layer(step: Step, t: Tensors, mean, std) -> Kernel:
     c = a["in_channels"]
     mean = np.broadcast_to(np.asarray(mean, np.float64), (c,))
     std = np.broadcast_to(np.asarray(std, np.float64), (c,))
-    weight = t(node, "weight").astype(np.float64).transpose(0, 2, 3, 1)  # (O, KH, KW, C)
-    o, kh, kw, _ = weight.shape
-    folded = weight / (255.0 * std)  # per code
-    scale = np.abs(folded).reshape(o, -1).max(axis=1) / INT8_WEIGHT_MAX
-    scale[scale == 0] = 1.0
-    codes_weight = np.clip(np.rint(folded / scale[:, None, None, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX)
+    codes_weight, scale = _int8_weights(t(node, "weight"), std)
+    o, kh, kw, _ = codes_weight.shape
     tap_offset = -(scale[:, None, None, None] * codes_weight * (255.0 * mean)).sum(axis=3).reshape(o, kh * kw).T
     bn, act = _epilogue(step, ("batch_norm",)), _epilogue(step, ("prelu", "relu"))
     conv = _core.Int8InputConv(
