@@ -441,29 +441,16 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
     const float* xd;
     float* out;
     auto result = pool_output(x, "max_pool2d", kernel, stride, padding, dilation, out_size, &xd, &out);
-    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    ConvShape s = conv_shape(x.shape(0), x.shape(3), x.shape(3), kernel[0], kernel[1], stride, dilation);
+    s.h = x.shape(1);
+    s.w = x.shape(2);
+    s.pt = padding[0];
+    s.pl = padding[2];
+    s.oh = out_size[0];
+    s.ow = out_size[1];
     {
-    nb::gil_scoped_release release;
-    parallel_for(n * oh, [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) {
-            const int64_t b = row / oh, oy = row % oh;
-            for (int64_t ox = 0; ox < ow; ++ox) {
-                float* m = out + (row * ow + ox) * c;
-                std::fill(m, m + c, -std::numeric_limits<float>::infinity());
-                for (int64_t ky = 0; ky < kernel[0]; ++ky) {
-                    const int64_t iy = oy * stride[0] - padding[0] + ky * dilation[0];
-                    if (iy < 0 || iy >= h) continue;
-                    for (int64_t kx = 0; kx < kernel[1]; ++kx) {
-                        const int64_t ix = ox * stride[1] - padding[2] + kx * dilation[1];
-                        if (ix < 0 || ix >= w) continue;
-                        const float* __restrict v = xd + ((b * h + iy) * w + ix) * c;
-                        float* __restrict mm = m;
-                        for (int64_t j = 0; j < c; ++j) mm[j] = ((v[j] > mm[j]) | (v[j] != v[j])) ? v[j] : mm[j];
-                    }
-                }
-            }
-        }
-    }, static_cast<double>(ow * kernel[0] * kernel[1] * c) / 4);
+        nb::gil_scoped_release release;
+        current_isa()->max_pool(s, xd, out);
     }
     return result;
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -116,6 +117,9 @@ struct IsaKernels {
     int int8_lanes;              // output channels per int8 register tile (the int8 weight block width)
     // The int8 input layer (Int8Stage above); out [N*OH*OW][O] float.
     void (*int8_conv)(const ConvShape& s, const uint8_t* x, const int8_t* wblocks, const Int8Stage& st, float* out);
+    // Max pooling of NHWC floats [N][H][W][C] (s.n, h, w, c; the window: kh, kw, sh, sw, dh, dw, pt, pl) to
+    // [N][OH][OW][C]; out-of-image taps are skipped, NaN propagates.
+    void (*max_pool)(const ConvShape& s, const float* x, float* out);
 };
 
 const IsaKernels* kernels_avx512();

@@ -493,5 +493,47 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
     }, static_cast<double>(IP * k4 * nblocks * IL) / 16.0);
 }
 
+// ---- Max pooling (NHWC): the channels are the vector lanes ----
+// out = max over the window's in-image taps (PyTorch: padding is -inf), NaN propagated: a lane takes v when
+// v > max or v is NaN, so once NaN it stays NaN (NaN > v and v > NaN are both false).
+static void max_pool_impl(const ConvShape& s, const float* x, float* out) {
+    const int64_t c = s.c, full = c / VW * VW;
+    parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
+        std::vector<const float*> taps(static_cast<size_t>(s.kh * s.kw));
+        for (int64_t row = rb; row < re; ++row) {
+            const int64_t b = row / s.oh, oy = row % s.oh;
+            for (int64_t ox = 0; ox < s.ow; ++ox) {
+                size_t nt = 0;
+                for (int64_t ky = 0; ky < s.kh; ++ky) {
+                    const int64_t iy = oy * s.sh - s.pt + ky * s.dh;
+                    if (iy < 0 || iy >= s.h) continue;
+                    for (int64_t kx = 0; kx < s.kw; ++kx) {
+                        const int64_t ix = ox * s.sw - s.pl + kx * s.dw;
+                        if (ix >= 0 && ix < s.w) taps[nt++] = x + ((b * s.h + iy) * s.w + ix) * c;
+                    }
+                }
+                float* m = out + (row * s.ow + ox) * c;
+                const vfloat ninf = splat(-std::numeric_limits<float>::infinity());
+                for (int64_t j = 0; j < full; j += VW) {
+                    vfloat acc = ninf;
+                    for (size_t t = 0; t < nt; ++t) {
+                        const vfloat v = load_f(taps[t] + j);
+                        acc = ((v > acc) | (v != v)) ? v : acc;
+                    }
+                    store_f(m + j, acc);
+                }
+                for (int64_t j = full; j < c; ++j) {
+                    float acc = -std::numeric_limits<float>::infinity();
+                    for (size_t t = 0; t < nt; ++t) {
+                        const float v = taps[t][j];
+                        acc = (v > acc || v != v) ? v : acc;
+                    }
+                    m[j] = acc;
+                }
+            }
+        }
+    }, static_cast<double>(s.ow * s.kh * s.kw * c) / (2 * VW));
+}
+
 static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl,
-                                  &float_depthwise_impl, kWeightLayout, IL, &int8_conv_impl};
+                                  &float_depthwise_impl, kWeightLayout, IL, &int8_conv_impl, &max_pool_impl};

@@ -291,11 +291,12 @@ def test_float_conv_bad_input(isa):
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation,ceil_mode", [
     (3, 2, 1, 1, False), (3, 2, 1, 1, True), (2, 2, 0, 1, True), (3, 1, 1, 2, False), (1, 3, 0, 1, True)])
-def test_max_pool_matches_pytorch(kernel, stride, padding, dilation, ceil_mode):
+def test_max_pool_matches_pytorch(isa, kernel, stride, padding, dilation, ceil_mode):
     from xnorpp.packed.geometry import pool_output_size
 
-    x = np.random.default_rng(3).standard_normal((2, 13, 10, 5)).astype(np.float32)
-    x[1, 4, 4, 2] = np.nan  # propagates, as in PyTorch
+    x = np.random.default_rng(3).standard_normal((2, 13, 10, 21)).astype(np.float32)  # vectors of channels + a tail
+    x[1, 4, 4, [2, 20]] = np.nan  # propagates, as in PyTorch (in a vector lane and in the tail)
+    x[0, 6, 3, :] = -np.inf
     geometry = (kernel,) * 2, (stride,) * 2, (padding,) * 4, (dilation,) * 2
     got = _core.max_pool2d(x, *geometry, pool_output_size(x.shape[1:3], *geometry, ceil_mode))
     ref = F.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), kernel, stride, padding, dilation,
