@@ -547,7 +547,8 @@ public:
         prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, *kernels_);
     }
 
-    nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out) {
+    nb::object forward(const InArray& x, const std::optional<InArray>& kmap, const std::string& out,
+                       const std::optional<InArray>& residual) {
         const uint32_t* xd = checked<uint32_t>(x, "BinaryConv.forward: x", {2, 4});
         ConvShape s = conv_shape(x.shape(0), c_, o_, kh_, kw_, stride_, dilation_);
         s.h = x.ndim() == 4 ? x.shape(1) : 1;
@@ -582,6 +583,12 @@ public:
             st.kmap = checked<float>(*kmap, "BinaryConv.forward: kmap", {1, 2, 3});
             if (int64_t(kmap->size()) != s.n * s.oh * s.ow)
                 throw std::invalid_argument("BinaryConv.forward: kmap must hold N*OH*OW values");
+        }
+        if (residual) {
+            if (out != "float") throw std::invalid_argument("BinaryConv.forward: a residual needs out='float'");
+            st.residual = checked<float>(*residual, "BinaryConv.forward: residual", {2, 4});
+            if (int64_t(residual->size()) != s.n * s.oh * s.ow * o_ || residual->shape(0) != x.shape(0))
+                throw std::invalid_argument("BinaryConv.forward: residual must have the output's shape");
         }
         const bool flat = x.ndim() == 2;
         const size_t n = size_t(s.n), oh = size_t(s.oh), ow = size_t(s.ow);
@@ -674,7 +681,9 @@ NB_MODULE(_core, m) {
              "Binary convolution on packed NHWC input of in_size (h, w) giving out_size (as computed by "
              "xnorpp.packed.geometry); weights are uint32 words (O, KH, KW, words); padding is (top, bottom, left, right).")
         .def("forward", &BinaryConv::forward, nb::arg("x"), nb::arg("kmap") = nb::none(), nb::arg("out") = "float",
-             "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'.")
+             nb::arg("residual") = nb::none(),
+             "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'. "
+             "residual (float output only): a float32 array of the output's shape added last (a fused residual add).")
         .def_prop_ro("isa", &BinaryConv::isa)
         .def_prop_ro("out_channels", &BinaryConv::out_channels)
         .def_prop_ro("in_channels", &BinaryConv::in_channels)

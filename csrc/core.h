@@ -41,7 +41,8 @@ struct ConvShape {
     int64_t taps() const { return kh * kw; }
 };
 
-// y = dot * scale + bias, then PReLU, then (for packed output) z = y*post_mul + post_add, bit = z < 0.
+// y = dot * scale + bias, then PReLU, then (for packed output) z = y*post_mul + post_add, bit = z < 0,
+// or (for float output) y + residual.
 // scale = scale_map[p, o] if given, else scale_o[o] (or 1) times kmap[n, p] (or 1).
 // Per-channel arrays hold ConvShape::ostride values (zero padded) so the lane loops run full width.
 struct Stage {
@@ -52,6 +53,7 @@ struct Stage {
     const float* slope = nullptr;      // [ostride] PReLU
     const float* post_mul = nullptr;   // [ostride] affine before packing the output
     const float* post_add = nullptr;   // [ostride]
+    const float* residual = nullptr;  // [N*OH*OW, O], added last (float output): a fused residual add
     OutMode mode = OutMode::Float;
     void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
 };

@@ -109,10 +109,11 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
     }
     if (!packed) {
         float* out = static_cast<float*>(st.out) + q * s.o + o0;
+        const float* r = st.residual ? st.residual + q * s.o + o0 : nullptr;
         if (nv == L)
-            for (int l = 0; l < L; l += VW) store_f(out + l, load_f(y + l));
+            for (int l = 0; l < L; l += VW) store_f(out + l, r ? load_f(y + l) + load_f(r + l) : load_f(y + l));
         else
-            for (int l = 0; l < nv; ++l) out[l] = y[l];
+            for (int l = 0; l < nv; ++l) out[l] = r ? y[l] + r[l] : y[l];
         return;
     }
     // Packed output (groups == 1, so o0 % 32 == 0): whole words, 32 lanes each.

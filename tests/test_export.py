@@ -227,11 +227,19 @@ def test_one_bit_per_binary_weight(tmp_path):
     assert n_bytes == sum((m.weight.numel() + 7) // 8 for m in binary) and n_bytes * 8 >= n_weights
     assert sum(n.op == "binary_conv2d" for n in graph.nodes) == len(binary)
     # The plan runs BN before each binary conv in its input packing and the PReLU after it in its output
-    # stage; consecutive binary convs hand bits over.
-    steps = [s for s in runtime.load(path).steps if s.kind == "binary_conv2d"]
+    # stage; consecutive binary convs hand bits over; the second conv of a block adds the shortcut as it
+    # writes its output, after the shortcut's own steps (a downsampling shortcut comes after it in the graph).
+    all_steps = runtime.load(path).steps
+    steps = [s for s in all_steps if s.kind == "binary_conv2d"]
     assert len(steps) == len(binary)
     assert all(s.input_affine is not None and [n.op for n in s.epilogue] == ["prelu"] for s in steps)
     assert sum(s.bits_out is not None for s in steps) == len(binary) // 2
+    assert sum(s.residual_add is not None for s in steps) == len(binary) // 2
+    assert not any(s.kind == "add" for s in all_steps)
+    produced = {graph.input_name}
+    for s in all_steps:
+        assert set(s.inputs) <= produced, s.describe()
+        produced.add(s.output)
 
 
 def test_unsupported_layers_are_named(tmp_path):
@@ -353,6 +361,8 @@ def test_shared_values_and_inner_output(output_inner, tmp_path):
     assert any(n.inputs[0] == n.inputs[1] for n in packed.graph.nodes if n.op == "add")
     assert len(readers["act1"]) == 3
     assert not any(s.bits_out for s in packed.steps)  # a is read by three nodes: no bit handover from b1
+    b2 = next(s for s in packed.steps if s.node.name == "b2")
+    assert b2.residual_add is not None and b2.inputs[-1] == "act1"  # z + a: b2 adds a as it writes z
 
 
 def test_int8_input_layer_is_the_model_with_its_first_conv_rounded(tmp_path):

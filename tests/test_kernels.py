@@ -304,6 +304,21 @@ def test_max_pool_matches_pytorch(isa, kernel, stride, padding, dilation, ceil_m
     np.testing.assert_array_equal(got, ref)
 
 
+def test_fused_residual_add(isa):
+    """out='float' with a residual: the stage's output plus the residual, bit for bit the separate float add."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 70, 6, 5)).astype(np.float32)  # 70 outputs: a partial block of lanes too
+    w = rng.standard_normal((70, 70, 3, 3)).astype(np.float32)
+    xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    conv = binary_conv(w, 70, (6, 5), 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0)
+    residual = rng.standard_normal((2, 6, 5, 70)).astype(np.float32)
+    np.testing.assert_array_equal(conv.forward(xp, None, "float", residual), conv.forward(xp, None, "float") + residual)
+    with pytest.raises(ValueError, match="needs out='float'"):
+        conv.forward(xp, None, "int32", residual)
+    with pytest.raises(ValueError, match="residual must have the output's shape"):
+        conv.forward(xp, None, "float", residual[:, :, :, :69].copy())
+
+
 # ---------------------------------------------------------------------------------------- the int8 input layer
 INT8_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dilation
     (1, 3, 64, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # ResNet's stem, small

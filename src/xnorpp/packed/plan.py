@@ -8,7 +8,10 @@ Decided here only (the exporter writes one node per layer; the runtime runs the 
   that follow it into its *epilogue*; a binary layer or a ``batch_norm`` takes a following
   ``prelu``/``relu``;
 * a binary conv (groups 1) whose output is read only by another binary conv (groups 1) *hands over
-  bits*: it applies the consumer's input affine and packs its output itself.
+  bits*: it applies the consumer's input affine and packs its output itself;
+* a binary conv (groups 1, float output) whose output is read only by an ``add`` of two values of the
+  same shape takes that add (ResNet's shortcut): it adds the other value as it writes its output, and
+  runs where the add ran (the other value may be computed after the conv, as a downsampling shortcut is).
 
 A node is fused into another only when the other is its value's single reader and the value is
 not the graph's output, so a value read by several nodes, or twice by one, stays a value.
@@ -36,6 +39,7 @@ class Step:
     epilogue: tuple[Node, ...] = ()        # batch_norm and/or prelu/relu applied to the output
     bits_in: bool = False                  # the input arrives as packed bits from the step before
     bits_out: "Step | None" = None         # pack the output for this binary step (with its input affine)
+    residual_add: Node | None = None       # an add fused into a binary conv: its other input is inputs[-1]
 
     @property
     def kind(self) -> str:
@@ -43,7 +47,8 @@ class Step:
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        return ((self.input_affine,) if self.input_affine else ()) + (self.node,) + self.epilogue
+        return (((self.input_affine,) if self.input_affine else ()) + (self.node,) + self.epilogue
+                + ((self.residual_add,) if self.residual_add else ()))
 
     def describe(self) -> str:
         parts = [n.op for n in self.nodes]
@@ -102,4 +107,29 @@ def plan(graph: Graph) -> list[Step]:
                 and not user.node.scaling.analytic_k):
             step.bits_out = user
             user.bits_in = True
-    return steps
+    return _fuse_residual_adds(steps, graph)
+
+
+def _fuse_residual_adds(steps: list[Step], graph: Graph) -> list[Step]:
+    """Binary conv + the add that alone reads its output -> one step, placed where the add was."""
+    readers: dict[str, list[Step]] = {}
+    for step in steps:
+        for value in step.inputs:
+            readers.setdefault(value, []).append(step)
+    fused: dict[int, Step] = {}  # id of the add's step -> the conv step that takes it
+    for step in steps:
+        users = readers.get(step.output, [])
+        if (step.kind != "binary_conv2d" or step.node.groups != 1 or step.bits_out or step.output == graph.output
+                or len(users) != 1 or users[0].kind != "add" or users[0].inputs.count(step.output) != 1):
+            continue
+        add = users[0]
+        in_shapes = add.node.in_shapes
+        if len(in_shapes) != 2 or tuple(in_shapes[0]) != tuple(in_shapes[1]):
+            continue  # broadcasting adds stay apart
+        other = next(v for v in add.inputs if v != step.output)
+        step.inputs = step.inputs + (other,)
+        step.residual_add = add.node
+        step.output, step.shape = add.output, add.shape
+        fused[id(add)] = step
+    moved = {id(s) for s in fused.values()}
+    return [fused.get(id(s), s) for s in steps if id(s) not in moved]

@@ -131,12 +131,14 @@ def binary(step: Step, t: Tensors) -> Kernel:
             kmap = np.abs(x).mean(axis=-1, dtype=np.float32) if linear else magnitude_map(x, node)
         return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
 
-    run = _small_groups(step, t, scale, slope) if not (magnitude or scale_map is not None or step.bits_out) else None
+    run = None
+    if not (magnitude or scale_map is not None or step.bits_out or step.residual_add):
+        run = _small_groups(step, t, scale, slope)
     if run is None:
-        def run(x):
+        def run(x, residual=None):  # residual: the other input of a fused add (plan.py)
             if step.bits_in:
-                return conv.forward(x, None, out)
-            return conv.forward(*pack(x), out)
+                return conv.forward(x, None, out, residual)
+            return conv.forward(*pack(x), out, residual)
 
     def dots(x):
         """Integer dot products sign(x') ⊛ sign(W) (int32), x' = x with the input affine applied."""
