@@ -5,7 +5,7 @@
 // threads, wall time and the same clock.
 //
 //   F="-std=c++17 -O3 -ffp-contract=off -Icsrc"
-//   g++ $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mpopcnt -c csrc/isa_avx512.cpp
+//   g++ $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni -mpopcnt -c csrc/isa_avx512.cpp
 //   g++ $F -mavx2 -mfma -mpopcnt -c csrc/isa_avx2.cpp
 //   g++ $F -c csrc/isa_portable.cpp csrc/dispatch.cpp csrc/tools/bench_conv.cpp
 //   g++ *.o -lpthread -o bench_conv && ./bench_conv avx2 [threads] [rounds]

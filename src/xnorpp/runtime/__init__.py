@@ -5,7 +5,7 @@
 >>> logits = model(images)                         # float32 numpy array (N, C, H, W)
 
 Binary layers run bit-packed kernels (1 bit per weight and activation, XNOR + popcount)
-with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPCNTDQ),
+with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPCNTDQ + VNNI),
 ``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
 if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
 Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
