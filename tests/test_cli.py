@@ -165,7 +165,7 @@ def test_train_log_on_stdout_has_no_progress_bar_and_says_how_to_resume(run_dir)
     folder, stdout = run_dir
     assert "\r" not in stdout  # the bars went to stderr
     assert f"xnorpp train --resume {folder}" in stdout  # how to stop and continue, said before training
-    assert "estimate from the first" in stdout and "epoch 2/2" in stdout and "finished" in stdout
+    assert "estimate from steps 2-2:" in stdout and "epoch 2/2" in stdout and "finished" in stdout
 
 
 def test_progress_bars_go_to_stderr(tmp_path):

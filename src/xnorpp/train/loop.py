@@ -351,10 +351,17 @@ def _train(cfg: TrainConfig, info: D.DistInfo) -> TrainResult:
                 loss_sum += loss.item() * n
                 correct += (out.argmax(1) == y).sum().item()
                 seen += n
-                if i + 1 == min(ESTIMATE_STEPS, steps_per_epoch) and epochs_run == 0 and info.is_main:
-                    per_epoch = (time.perf_counter() - t0) / (i + 1) * steps_per_epoch
+                # The estimate leaves the first step out: with --compile it compiles (a minute), and
+                # counting it made a 40-minute run look like 8 hours.
+                if i == 0:
+                    t_first = time.perf_counter()
+                timed = min(ESTIMATE_STEPS, steps_per_epoch - 1)
+                if epochs_run == 0 and info.is_main and i == timed:
+                    now = time.perf_counter()
+                    per_epoch = ((now - t_first) / i if i else now - t0) * steps_per_epoch
+                    steps = f"steps 2-{i + 1}" if i else "the first step"
                     left = cfg.epochs - epoch if cfg.stop_after is None else min(cfg.stop_after, cfg.epochs - epoch)
-                    say(f"estimate from the first {i + 1} steps: {_duration(per_epoch)} per epoch, about "
+                    say(f"estimate from {steps}: {_duration(per_epoch)} per epoch, about "
                         f"{_duration(per_epoch * left)} for the {left} epoch{'s' if left > 1 else ''} of this run "
                         "(plus testing)")
                 if show:
