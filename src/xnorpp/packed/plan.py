@@ -93,11 +93,8 @@ def plan(graph: Graph) -> list[Step]:
         steps.append(Step(node, affine.inputs if affine else node.inputs, tail.name, tail.shape, affine,
                           tuple(epilogue)))
 
-    # Bit handover between binary convs.
-    step_readers: dict[str, list[Step]] = {}
-    for step in steps:
-        for value in step.inputs:
-            step_readers.setdefault(value, []).append(step)
+    # Bit handover between binary convs, then residual adds (neither changes which step reads what).
+    step_readers = _step_readers(steps)
     for step in steps:
         users = step_readers.get(step.output, [])
         if step.output == graph.output or len(users) != 1:
@@ -107,15 +104,20 @@ def plan(graph: Graph) -> list[Step]:
                 and not user.node.scaling.analytic_k):
             step.bits_out = user
             user.bits_in = True
-    return _fuse_residual_adds(steps, graph)
+    return _fuse_residual_adds(steps, step_readers, graph)
 
 
-def _fuse_residual_adds(steps: list[Step], graph: Graph) -> list[Step]:
-    """Binary conv + the add that alone reads its output -> one step, placed where the add was."""
+def _step_readers(steps: list[Step]) -> dict[str, list[Step]]:
+    """The steps that read each value."""
     readers: dict[str, list[Step]] = {}
     for step in steps:
         for value in step.inputs:
             readers.setdefault(value, []).append(step)
+    return readers
+
+
+def _fuse_residual_adds(steps: list[Step], readers: dict[str, list[Step]], graph: Graph) -> list[Step]:
+    """Binary conv + the add that alone reads its output -> one step, placed where the add was."""
     fused: dict[int, Step] = {}  # id of the add's step -> the conv step that takes it
     for step in steps:
         users = readers.get(step.output, [])
