@@ -657,6 +657,9 @@ NB_MODULE(_core, m) {
     }, "Instruction-set paths this CPU can run.");
     m.def("estimate_cpu_hz", []() { nb::gil_scoped_release r; return estimate_cpu_hz(); },
           "Clock of the calling core in Hz, from a chain of dependent adds (1 cycle each); for benchmarks.");
+    m.def("spin_us", &spin_us, "Microseconds an idle kernel thread spins before it sleeps.");
+    m.def("set_spin_us", &set_spin_us, nb::arg("us"),
+          "Set how long an idle kernel thread spins before it sleeps (>= 0 microseconds; 0: never spin).");
     m.def("num_threads", &num_threads, "Threads used by the kernels.");
     m.def("set_num_threads", &set_num_threads, nb::arg("threads"), "Set the number of kernel threads (>= 1).");
     m.def("pack", &pack, nb::arg("x"), nb::arg("layout") = "nhwc", nb::arg("groups") = 1,

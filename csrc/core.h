@@ -128,12 +128,15 @@ const IsaKernels* kernels_avx512();
 const IsaKernels* kernels_avx2();
 const IsaKernels* kernels_portable();
 
-// Thread pool with passive waiting (condition variables, never spinning).
-// Splits [0, n) over the threads, but never into parts of less than ~20000 cycles of work
+// Thread pool. Idle workers sleep on a condition variable, after spinning for spin_us()
+// microseconds (0 by default, or XNORPP_SPIN_US): spinning saves the wake-up of the next region
+// (tens of microseconds on a virtual machine) at the cost of a busy core. Splits [0, n) over the threads, but never into parts of less than ~20000 cycles of work
 // (cost_per_item: estimated cycles of one item): waking a thread costs microseconds.
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item = 1e9);
 int num_threads();
 void set_num_threads(int n);
+int64_t spin_us();
+void set_spin_us(int64_t us);
 
 }  // namespace xnorpp
 

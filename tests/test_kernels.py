@@ -175,17 +175,32 @@ def test_threads_give_identical_results(isa):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 64, 9, 9)).astype(np.float32)
     wt = rng.standard_normal((96, 64, 3, 3)).astype(np.float32)
-    before = _core.num_threads()
+    before, spin_before = _core.num_threads(), _core.spin_us()
     try:
         _core.set_num_threads(1)
         _, one = run_conv(x, wt, pad=(1, 1, 1, 1))
         _core.set_num_threads(3)
         _, three = run_conv(x, wt, pad=(1, 1, 1, 1))
+        _core.set_spin_us(200)  # idle workers spin between the calls instead of sleeping
+        assert _core.spin_us() == 200
+        spun = [run_conv(x, wt, pad=(1, 1, 1, 1))[1] for _ in range(3)]
     finally:
         _core.set_num_threads(before)
+        _core.set_spin_us(spin_before)
     np.testing.assert_array_equal(one, three)
+    for out in spun:
+        np.testing.assert_array_equal(one, out)
     with pytest.raises(ValueError):
         _core.set_num_threads(0)
+    with pytest.raises(ValueError, match="spin must be >= 0 microseconds, got -1"):
+        _core.set_spin_us(-1)
+
+
+def test_spin_default_comes_from_the_environment():
+    env = dict(os.environ, XNORPP_SPIN_US="70")
+    done = subprocess.run([sys.executable, "-c", "from xnorpp import _core; print(_core.spin_us())"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "70", done.stderr
 
 
 def _core_in_subprocess(isa_value: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPC
 ``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
 if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
 Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
-idle threads wait passively.
+idle threads sleep (after spinning :func:`set_spin_us` microseconds, 0 by default).
 """
 
 from __future__ import annotations
@@ -43,5 +43,17 @@ def set_num_threads(threads: int) -> None:
     _core.set_num_threads(int(threads))
 
 
+def spin_us() -> int:
+    return _core.spin_us()
+
+
+def set_spin_us(us: int) -> None:
+    """How long an idle kernel thread spins before it sleeps, in microseconds (default 0: never, or
+    ``XNORPP_SPIN_US``). A short spin (~100) lets a thread join the next layer at once instead of
+    being woken, which helps batch 1 on several threads, at the cost of a busy core between calls."""
+    _core.set_spin_us(int(us))
+
+
 __all__ = ["load", "PackedModel", "ModelFormatError", "FORMAT_VERSION", "SUFFIX", "isa", "set_isa",
-           "supported_isas", "num_threads", "set_num_threads"]
+           "supported_isas", "num_threads", "set_num_threads",
+           "spin_us", "set_spin_us"]
