@@ -357,7 +357,7 @@ public:
         bn_scale_ = optional_vector(bn_scale, "Int8InputConv: scale", o_, ostride_);
         bn_shift_ = optional_vector(bn_shift, "Int8InputConv: shift", o_, ostride_);
         slope_ = optional_vector(slope, "Int8InputConv: slope", o_, ostride_);
-        blocks_ = block_int8_weights(w, o_, k, kernels_->int8_lanes);
+        blocks_ = block_int8_weights(w, o_, kh_, kw_, c_, dilation_[1], kernels_->int8_lanes);
     }
 
     nb::ndarray<nb::numpy, float> forward(const InArray& x) {

@@ -76,14 +76,25 @@ struct FloatStage {
 // The input is already coded and padded (s.h, s.w include the padding; the image starts at row
 // pad_top, column pad_left), with 8 readable bytes past its end; padding codes are 0 and the per-tap
 // offsets stand in for them.
-// Weights are blocked [ceil(O / int8_lanes)][K4 / 4][int8_lanes][4] bytes with K = KH*KW*C in
-// (ky, kx, c) order, K4 = K rounded up to 4 (block_int8_weights). Per-channel arrays hold ostride values.
+// The kernel reads each window in place as runs of contiguous codes (Int8Runs), 4 codes at a time, so a
+// run is padded to a multiple of 4 codes with zero weights (it reads up to 3 codes past a run's end).
+// Weights are blocked [ceil(O / int8_lanes)][K4 / 4][int8_lanes][4] bytes, K4 = runs x padded run, in
+// (ky, kx, c) order (block_int8_weights). Per-channel arrays hold ostride values.
 struct Int8Stage {
     const float* scale = nullptr;       // [ostride]
     const float* offset = nullptr;      // [ostride]
     const float* tap_offset = nullptr;  // [KH*KW][ostride]
     int64_t ostride = 0, pad_top = 0, pad_left = 0, h = 0, w = 0;  // h, w: the unpadded input
     FloatStage post;
+};
+
+// A window of the int8 layer as runs of contiguous codes (NHWC): one run of KW*C codes per kernel row
+// when the columns are adjacent (dilation 1), else one run of C codes per tap.
+struct Int8Runs {
+    int64_t count, len, padded;  // runs per window, codes per run, len rounded up to 4
+    Int8Runs(int64_t kh, int64_t kw, int64_t c, int64_t dw)
+        : count(dw == 1 ? kh : kh * kw), len(dw == 1 ? kw * c : c), padded((len + 3) / 4 * 4) {}
+    int64_t k4() const { return count * padded; }  // codes (and weights) per window as the kernel reads them
 };
 
 // How an ISA unit wants its binary weights arranged (dispatch.cpp: prepare_weights).

@@ -344,12 +344,16 @@ std::vector<float> block_depthwise_weights(const float* w, int64_t c, int64_t kh
     return out;
 }
 
-std::vector<int8_t> block_int8_weights(const int8_t* w, int64_t o, int64_t k, int lanes) {
-    const int64_t k4 = (k + 3) / 4 * 4, nblocks = (o + lanes - 1) / lanes;
+std::vector<int8_t> block_int8_weights(const int8_t* w, int64_t o, int64_t kh, int64_t kw, int64_t c, int64_t dw,
+                                       int lanes) {
+    const Int8Runs runs(kh, kw, c, dw);
+    const int64_t k = kh * kw * c, k4 = runs.k4(), nblocks = (o + lanes - 1) / lanes;
     std::vector<int8_t> blocks(static_cast<size_t>(nblocks * k4 * lanes), 0);
     for (int64_t oo = 0; oo < o; ++oo)
-        for (int64_t kk = 0; kk < k; ++kk)
-            blocks[((oo / lanes * (k4 / 4) + kk / 4) * lanes + oo % lanes) * 4 + kk % 4] = w[oo * k + kk];
+        for (int64_t kk = 0; kk < k; ++kk) {  // runs follow the (ky, kx, c) order: code kk is run kk / len
+            const int64_t at = kk / runs.len * runs.padded + kk % runs.len;
+            blocks[((oo / lanes * (k4 / 4) + at / 4) * lanes + oo % lanes) * 4 + at % 4] = w[oo * k + kk];
+        }
     return blocks;
 }
 

@@ -34,7 +34,9 @@ std::vector<float> block_float_weights(const float* w, int64_t o, int64_t cg, in
 // Depthwise weights (C, 1, KH, KW) as float_depthwise reads them: [KH*KW][C rounded up to lanes], zero padded.
 std::vector<float> block_depthwise_weights(const float* w, int64_t c, int64_t kh, int64_t kw, int lanes);
 
-// Int8 weights [O][K] (K = KH*KW*C, (ky, kx, c) order) as int8_conv reads them: [ceil(O/lanes)][K4/4][lanes][4].
-std::vector<int8_t> block_int8_weights(const int8_t* w, int64_t o, int64_t k, int lanes);
+// Int8 weights [O][KH*KW*C] ((ky, kx, c) order) as int8_conv reads them: [ceil(O/lanes)][K4/4][lanes][4], each
+// run of Int8Runs(kh, kw, c, dw) padded with zeros to a multiple of 4.
+std::vector<int8_t> block_int8_weights(const int8_t* w, int64_t o, int64_t kh, int64_t kw, int64_t c, int64_t dw,
+                                       int lanes);
 
 }  // namespace xnorpp

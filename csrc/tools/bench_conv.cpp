@@ -1,6 +1,7 @@
 // Development benchmark: binary MACs per cycle of each instruction-set unit's convolution on the
-// ResNet-18 3x3 layer shapes (batch 1, packed input, int32 or fused float output), timed in
-// interleaved rounds, best round. With 1 thread, time is the thread's CPU time (a shared machine's
+// ResNet-18 3x3 layer shapes (batch 1, packed input), timed in interleaved rounds, best round, with
+// three output stages: int32 dot products, the fused float stage (per-position scale, bias, PReLU)
+// and the same stage with an affine and the output packed to bits (a layer that hands over bits). With 1 thread, time is the thread's CPU time (a shared machine's
 // other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
 //
@@ -50,7 +51,6 @@ int main(int argc, char** argv) {
     const std::string name = argc > 1 ? argv[1] : "avx2";
     const int threads = argc > 2 ? std::atoi(argv[2]) : 1;
     const int rounds = argc > 3 ? std::atoi(argv[3]) : 30;
-    const bool float_out = argc > 4 && std::string(argv[4]) == "float";
     if (!isa_supported(name)) {
         std::printf("%s: not supported by this CPU\n", name.c_str());
         return 1;
@@ -64,7 +64,14 @@ int main(int argc, char** argv) {
                             {"s2 14>7 256>512", 14, 256, 512, 2}};
     std::mt19937 rng(1);
     std::uniform_int_distribution<uint32_t> bits;
-    struct Case { ConvShape s; std::vector<uint32_t> x, out; PreparedWeights w; std::vector<float> scale, bias, slope; double best = 1e30; };
+    const OutMode modes[] = {OutMode::Int32, OutMode::Float, OutMode::Packed};
+    struct Case {
+        ConvShape s;
+        std::vector<uint32_t> x, out;
+        PreparedWeights w;
+        std::vector<float> scale_map, bias, slope, post_mul, post_add;
+        double best[3] = {1e30, 1e30, 1e30};
+    };
     std::vector<Case> cases;
     for (const Layer& l : layers) {
         Case c;
@@ -83,30 +90,38 @@ int main(int argc, char** argv) {
         for (auto& v : words) v = bits(rng);
         c.w = prepare_weights(words.data(), s.o, s.c, 3, 3, 1, *k);
         c.out.resize(s.oh * s.ow * s.o);
-        c.scale.assign(s.ostride, 0.5f);
+        c.scale_map.assign(s.oh * s.ow * s.ostride, 0.5f);
         c.bias.assign(s.ostride, 0.1f);
         c.slope.assign(s.ostride, 0.25f);
+        c.post_mul.assign(s.ostride, 1.5f);
+        c.post_add.assign(s.ostride, -0.2f);
         cases.push_back(std::move(c));
     }
     for (int r = 0; r < rounds; ++r)
-        for (Case& c : cases) {
-            Stage st;
-            st.mode = float_out ? OutMode::Float : OutMode::Int32;
-            if (float_out) st.scale_o = c.scale.data(), st.bias = c.bias.data(), st.slope = c.slope.data();
-            st.out = c.out.data();
-            const double t0 = now(threads == 1);
-            k->conv(c.s, c.x.data(), c.w.blocks.data(), c.w.tapsum.data(), st);
-            const double dt = now(threads == 1) - t0;
-            if (r > 0) c.best = std::min(c.best, dt);
-        }
+        for (Case& c : cases)
+            for (int m = 0; m < 3; ++m) {
+                Stage st;
+                st.mode = modes[m];
+                if (st.mode != OutMode::Int32)
+                    st.scale_map = c.scale_map.data(), st.bias = c.bias.data(), st.slope = c.slope.data();
+                if (st.mode == OutMode::Packed) st.post_mul = c.post_mul.data(), st.post_add = c.post_add.data();
+                st.out = c.out.data();
+                const double t0 = now(threads == 1);
+                k->conv(c.s, c.x.data(), c.w.blocks.data(), c.w.tapsum.data(), st);
+                const double dt = now(threads == 1) - t0;
+                if (r > 0) c.best[m] = std::min(c.best[m], dt);
+            }
     const double hz = clock_hz();
-    std::printf("%s, %d thread(s), %s output, clock %.2f GHz, %s time (best of %d rounds)\n", k->name, threads,
-                float_out ? "float" : "int32", hz / 1e9, threads == 1 ? "thread CPU" : "wall", rounds - 1);
+    std::printf("%s, %d thread(s), clock %.2f GHz, %s time (best of %d rounds)\n", k->name, threads, hz / 1e9,
+                threads == 1 ? "thread CPU" : "wall", rounds - 1);
+    std::printf("  %-18s %10s %10s %10s  %s\n", "layer", "int32 us", "float us", "bits us",
+                "binary MACs/cycle/thread (int32 output)");
     for (size_t i = 0; i < cases.size(); ++i) {
         const ConvShape& s = cases[i].s;
         const double macs = double(s.oh * s.ow) * s.o * s.c * 9;
-        std::printf("  %-18s %8.1f us  %6.1f binary MACs/cycle/thread\n", layers[i].name, cases[i].best * 1e6,
-                    macs / cases[i].best / hz / threads);
+        const double* b = cases[i].best;
+        std::printf("  %-18s %10.1f %10.1f %10.1f  %6.1f\n", layers[i].name, b[0] * 1e6, b[1] * 1e6, b[2] * 1e6,
+                    macs / b[0] / hz / threads);
     }
     return 0;
 }
