@@ -501,7 +501,8 @@ public:
                const std::optional<InArray>& scale, const std::optional<InArray>& scale_map,
                const std::optional<InArray>& bias, const std::optional<InArray>& slope,
                const std::optional<InArray>& post_mul, const std::optional<InArray>& post_add,
-               const std::optional<std::string>& isa) {
+               const std::optional<std::string>& isa, const std::optional<InArray>& scale_rows,
+               const std::optional<InArray>& scale_pos) {
         const uint32_t* words = checked<uint32_t>(weights, "BinaryConv: weights", {4});
         o_ = weights.shape(0);
         kh_ = weights.shape(1);
@@ -544,6 +545,22 @@ public:
             for (int64_t i = 0; i < map_h_ * map_w_; ++i)
                 std::copy(p + i * o_, p + (i + 1) * o_, scale_map_.begin() + i * stride);
         }
+        if (bool(scale_rows) != bool(scale_pos))
+            throw std::invalid_argument("BinaryConv: scale_rows and scale_pos go together (a factored scale)");
+        if (scale_rows) {
+            if (scale || scale_map)
+                throw std::invalid_argument("BinaryConv: give one scale: scale, scale_map or scale_rows with scale_pos");
+            const float* r = checked<float>(*scale_rows, "BinaryConv: scale_rows", {2});
+            if (int64_t(scale_rows->shape(0)) != out_size[0] || int64_t(scale_rows->shape(1)) != o_)
+                throw std::invalid_argument("BinaryConv: scale_rows must have shape (OH, out_channels)");
+            const int64_t stride = padded_channels(o_);
+            scale_rows_.assign(static_cast<size_t>(out_size[0] * stride), 0.0f);
+            for (int64_t y = 0; y < out_size[0]; ++y) std::copy(r + y * o_, r + (y + 1) * o_, scale_rows_.begin() + y * stride);
+            checked<float>(*scale_pos, "BinaryConv: scale_pos", {2});
+            if (int64_t(scale_pos->shape(0)) != out_size[0] || int64_t(scale_pos->shape(1)) != out_size[1])
+                throw std::invalid_argument("BinaryConv: scale_pos must have shape (OH, OW)");
+            scale_pos_ = optional_vector(scale_pos, "BinaryConv: scale_pos", size_t(out_size[0] * out_size[1]));
+        }
         prepared_ = prepare_weights(words, o_, c_ / groups, kh_, kw_, groups, *kernels_);
     }
 
@@ -576,9 +593,9 @@ public:
         st.slope = ptr_or_null(slope_);
         st.post_mul = ptr_or_null(post_mul_);
         st.post_add = ptr_or_null(post_add_);
-        if (!scale_map_.empty()) {
-            st.scale_map = scale_map_.data();
-        }
+        st.scale_map = ptr_or_null(scale_map_);
+        st.scale_rows = ptr_or_null(scale_rows_);
+        st.scale_pos = ptr_or_null(scale_pos_);
         if (kmap) {
             st.kmap = checked<float>(*kmap, "BinaryConv.forward: kmap", {1, 2, 3});
             if (int64_t(kmap->size()) != s.n * s.oh * s.ow)
@@ -634,7 +651,7 @@ private:
     PadMode pad_;
     const IsaKernels* kernels_;
     PreparedWeights prepared_;
-    std::vector<float> scale_, scale_map_, bias_, slope_, post_mul_, post_add_;
+    std::vector<float> scale_, scale_map_, scale_rows_, scale_pos_, bias_, slope_, post_mul_, post_add_;
     int64_t map_h_ = 0, map_w_ = 0;
 };
 
@@ -674,15 +691,17 @@ NB_MODULE(_core, m) {
                       std::array<int64_t, 2>, std::array<int64_t, 4>, std::array<int64_t, 2>, double,
                       const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
                       const std::optional<InArray>&, const std::optional<InArray>&, const std::optional<InArray>&,
-                      const std::optional<std::string>&>(),
+                      const std::optional<std::string>&, const std::optional<InArray>&, const std::optional<InArray>&>(),
              nb::arg("weights"), nb::arg("in_channels"), nb::arg("in_size"), nb::arg("out_size"), nb::arg("groups") = 1,
              nb::arg("stride") = std::array<int64_t, 2>{1, 1}, nb::arg("padding") = std::array<int64_t, 4>{0, 0, 0, 0},
              nb::arg("dilation") = std::array<int64_t, 2>{1, 1}, nb::arg("pad_value") = 0.0,
              nb::arg("scale") = nb::none(), nb::arg("scale_map") = nb::none(), nb::arg("bias") = nb::none(),
              nb::arg("slope") = nb::none(), nb::arg("post_mul") = nb::none(), nb::arg("post_add") = nb::none(),
-             nb::arg("isa") = nb::none(),
+             nb::arg("isa") = nb::none(), nb::arg("scale_rows") = nb::none(), nb::arg("scale_pos") = nb::none(),
              "Binary convolution on packed NHWC input of in_size (h, w) giving out_size (as computed by "
-             "xnorpp.packed.geometry); weights are uint32 words (O, KH, KW, words); padding is (top, bottom, left, right).")
+             "xnorpp.packed.geometry); weights are uint32 words (O, KH, KW, words); padding is (top, bottom, left, right). "
+             "The output scale is one of: scale (O,), scale_map (OH, OW, O), or the factored scale_rows (OH, O) times "
+             "scale_pos (OH, OW).")
         .def("forward", &BinaryConv::forward, nb::arg("x"), nb::arg("kmap") = nb::none(), nb::arg("out") = "float",
              nb::arg("residual") = nb::none(),
              "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'. "

@@ -43,11 +43,14 @@ struct ConvShape {
 
 // y = dot * scale + bias, then PReLU, then (for packed output) z = y*post_mul + post_add, bit = z < 0,
 // or (for float output) y + residual.
-// scale = scale_map[p, o] if given, else scale_o[o] (or 1) times kmap[n, p] (or 1).
+// scale = scale_map[p, o] if given, else scale_rows[y, o] * scale_pos[p] if given, else scale_o[o] (or 1)
+// times kmap[n, p] (or 1); p = (y, x) is the output position.
 // Per-channel arrays hold ConvShape::ostride values (zero padded) so the lane loops run full width.
 struct Stage {
-    const float* scale_o = nullptr;    // [ostride]
-    const float* scale_map = nullptr;  // [OH*OW, ostride] (spatial Γ shapes, folded)
+    const float* scale_o = nullptr;     // [ostride]
+    const float* scale_map = nullptr;   // [OH*OW, ostride] (a full Γ)
+    const float* scale_rows = nullptr;  // [OH, ostride]: a factored Γ, all factors but the last multiplied
+    const float* scale_pos = nullptr;   // [OH*OW]: ... and its last factor, over (h, w) or w only
     const float* kmap = nullptr;       // [N*OH*OW]  (XNOR-Net's K, per input)
     const float* bias = nullptr;       // [ostride]
     const float* slope = nullptr;      // [ostride] PReLU

@@ -87,6 +87,8 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
         return;
     }
     const float* sm = st.scale_map ? st.scale_map + (q % (s.oh * s.ow)) * s.ostride + o0 : nullptr;
+    const float* sr = st.scale_rows ? st.scale_rows + oy * s.ostride + o0 : nullptr;
+    const float sp = st.scale_pos ? st.scale_pos[q % (s.oh * s.ow)] : 1.0f;
     const float* so = st.scale_o ? st.scale_o + o0 : nullptr;
     const float* b = st.bias ? st.bias + o0 : nullptr;
     const float* a = st.slope ? st.slope + o0 : nullptr;
@@ -98,6 +100,7 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
     for (int l = 0; l < L; l += VW) {
         vfloat v = __builtin_convertvector(load_i(dot + l), vfloat);
         if (sm) v = v * load_f(sm + l);
+        else if (sr) v = v * (load_f(sr + l) * sp);  // the factors in the layer's order: the folded Γ's float
         else if (so && st.kmap) v = v * (load_f(so + l) * kk);  // (α·K) first, as PyTorch's scale
         else if (so) v = v * load_f(so + l);
         else if (st.kmap) v = v * kk;

@@ -12,6 +12,7 @@ from torch import nn
 from conftest import MAX_EXEMPT_SHARE, SIGN_TOLERANCE, binary_modules, randomize, sign_distances
 from xnorpp import _core, runtime
 from xnorpp.export import ExportError, export_and_measure, export_model
+from xnorpp.runtime.kernels import binary_scale
 from xnorpp.models import create
 from xnorpp.nn import BinaryConv2d, BinaryLinear
 from xnorpp.data.sources import load_arrays
@@ -90,6 +91,20 @@ def test_every_binary_layer_equals_pytorch(scaling, tmp_path):
     model = randomize(create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8), 1)
     x = np.random.default_rng(7).standard_normal((64, 1, 28, 28)).astype(np.float32)
     _check_every_binary_layer(model, x, tmp_path / "m.xnor")
+
+
+@pytest.mark.parametrize("scaling, form", [("gamma-o-h-w", {"scale_rows", "scale_pos"}),
+                                            ("gamma-o-hw", {"scale_rows", "scale_pos"}), ("gamma-ohw", {"scale_map"}),
+                                            ("gamma-o", {"scale"}), ("xnor-alpha", {"scale"}), ("none", set())])
+def test_factored_gamma_needs_no_full_scale_map(scaling, form, tmp_path):
+    """α ⊗ β ⊗ γ and α ⊗ β_hw reach the kernel as rows × positions (bit-identical to the full map, checked in
+    test_kernels.py); only a full Γ keeps its (OH, OW, O) map."""
+    model = create("fmnist-net", in_channels=1, scaling=scaling, input_size=(28, 28), width=8)
+    packed = runtime.load(export_model(model, tmp_path / "m.xnor", input_size=(28, 28)))
+    convs = [n for n in packed.graph.nodes if n.op == "binary_conv2d"]
+    assert convs
+    for node in convs:
+        assert set(binary_scale(node, packed._tensors)) == form, node.name
 
 
 @pytest.mark.parametrize("linear_scaling", ["none", "xnor", "xnor-alpha", "gamma-o"])

@@ -125,6 +125,22 @@ def test_fused_stage_float(isa):
     check(conv.forward(xp), dot * smap.transpose(2, 0, 1)[None].astype(np.float64))
     conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias)
     check(conv.forward(xp, kmap), dot * a64 * kmap[:, None].astype(np.float64) + b64)
+    # A factored scale, rows (OH, O) times positions (OH, OW): within float64 of the product, and bit for bit
+    # the full map folded in the same order in float32 (what the runtime relies on to skip the full map).
+    rows, pos = rng.uniform(0.2, 2, (h, o)).astype(np.float32), rng.uniform(0.2, 2, (h, w)).astype(np.float32)
+    conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale_rows=rows, scale_pos=pos, bias=bias, slope=slope)
+    factored = conv.forward(xp)
+    y = dot * (rows.T[:, :, None].astype(np.float64) * pos[None].astype(np.float64)) + b64
+    check(factored, np.where(y > 0, y, y * s64))
+    folded = rows[:, None, :] * pos[:, :, None]  # (OH, OW, O), float32
+    conv = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale_map=folded, bias=bias, slope=slope)
+    np.testing.assert_array_equal(factored, conv.forward(xp))
+    for bad, message in [(dict(scale_rows=rows), "go together"),
+                         (dict(scale_rows=rows, scale_pos=pos, scale=alpha), "give one scale"),
+                         (dict(scale_rows=rows[:, :-1].copy(), scale_pos=pos), "scale_rows must have shape"),
+                         (dict(scale_rows=rows, scale_pos=pos.T.copy()), "scale_pos must have shape")]:
+        with pytest.raises(ValueError, match=message):
+            binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), **bad)
     # Packed output: bits of (stage output * post_mul + post_add) < 0.
     post_mul, post_add = rng.uniform(0.5, 2, o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
     conv_f = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope)

@@ -65,23 +65,41 @@ def _epilogue(step: Step, ops: tuple[str, ...]) -> Node | None:
 
 
 # ----------------------------------------------------------------------------- binary layers
-def _scale(node: Node, t: Tensors) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(per-channel scale, (OH, OW, O) scale map) of a binary layer: α, or Γ's factors multiplied in order."""
+def binary_scale(node: Node, t: Tensors) -> dict[str, np.ndarray]:
+    """The output scale of a binary layer as BinaryConv takes it: α or Γ per channel (``scale``), a factored Γ
+    (``scale_rows`` (OH, O) times ``scale_pos`` (OH, OW)), or a full Γ (``scale_map``, (OH, OW, O)).
+
+    Γ's factors are multiplied in the layer's order, as PyTorch does. When the last factor spans no channel
+    and the others no column (α ⊗ β ⊗ γ, α ⊗ β_hw), the product of the others is kept per row and the last
+    one per position, and the kernel multiplies the two: the same float32 as the full map, without its
+    OH·OW·O values (800 KB at 56×56×64) to keep and stream through the cache at every call.
+    """
     spec = node.scaling
     if spec.analytic_alpha:
-        return t(node, "alpha"), None
+        return {"scale": t(node, "alpha")}
     if not spec.learned:
-        return None, None
+        return {}
     if not spec.spatial:
-        return t(node, spec.factors[0]), None
-    gamma = None
-    for name in spec.factors:  # the layer's order, as PyTorch multiplies them
-        axes = FACTOR_AXES[name]
-        value = t(node, name)
-        f = value.reshape([value.shape[axes.index(ax)] if ax in axes else 1 for ax in ("o", "h", "w")])
-        gamma = f if gamma is None else gamma * f
-    gamma = np.broadcast_to(gamma, node.shape)
-    return None, np.ascontiguousarray(gamma.transpose(1, 2, 0), dtype=np.float32)
+        return {"scale": t(node, spec.factors[0])}
+
+    def product(names):  # broadcastable to (o, h, w)
+        gamma = None
+        for name in names:
+            axes = FACTOR_AXES[name]
+            value = t(node, name)
+            f = value.reshape([value.shape[axes.index(ax)] if ax in axes else 1 for ax in ("o", "h", "w")])
+            gamma = f if gamma is None else gamma * f
+        return gamma
+
+    o, oh, ow = node.shape
+    *first, last = spec.factors
+    if first and "o" not in FACTOR_AXES[last] and all("w" not in FACTOR_AXES[f] for f in first):
+        rows = np.broadcast_to(product(first), (o, oh, 1))[:, :, 0].T
+        pos = np.broadcast_to(product([last])[0], (oh, ow))
+        return {"scale_rows": np.ascontiguousarray(rows, dtype=np.float32),
+                "scale_pos": np.ascontiguousarray(pos, dtype=np.float32)}
+    gamma = np.broadcast_to(product(spec.factors), node.shape)
+    return {"scale_map": np.ascontiguousarray(gamma.transpose(1, 2, 0), dtype=np.float32)}
 
 
 def magnitude_map(x: np.ndarray, node: Node) -> np.ndarray:
@@ -110,7 +128,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
     groups = 1 if linear else a["groups"]
     kernel_hw = (1, 1) if linear else a["kernel"]
     words = bits.to_words(t(node, "weight_bits"), o, kernel_hw, c // groups)
-    scale, scale_map = _scale(node, t)
+    scales = binary_scale(node, t)
     act = _epilogue(step, ("prelu", "relu"))
     slope = None
     if act is not None:  # ReLU is PReLU with slope 0 in the binary output stage
@@ -119,7 +137,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
     geometry = {} if linear else {"stride": a["stride"], "padding": a["padding"], "dilation": a["dilation"],
                                   "pad_value": a["pad_value"]}
     conv = _core.BinaryConv(words, c, _hw(node.in_shapes[0]), _hw(node.shape), groups,
-                            scale=scale, scale_map=scale_map, bias=t(node, "bias"), slope=slope,
+                            **scales, bias=t(node, "bias"), slope=slope,
                             post_mul=t(receiver, "scale"), post_add=t(receiver, "shift"), **geometry)
     in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
     magnitude = node.scaling.analytic_k
@@ -132,8 +150,8 @@ def binary(step: Step, t: Tensors) -> Kernel:
         return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
 
     run = None
-    if not (magnitude or scale_map is not None or step.bits_out or step.residual_add):
-        run = _small_groups(step, t, scale, slope)
+    if not (magnitude or set(scales) - {"scale"} or step.bits_out or step.residual_add):
+        run = _small_groups(step, t, scales.get("scale"), slope)
     if run is None:
         def run(x, residual=None):  # residual: the other input of a fused add (plan.py)
             if step.bits_in:
