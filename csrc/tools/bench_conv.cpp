@@ -1,6 +1,7 @@
 // Development benchmark: binary MACs per cycle of each instruction-set unit's convolution on the
 // ResNet-18 3x3 layer shapes (batch 1, packed input), timed in interleaved rounds, best round, with
-// three output stages: int32 dot products, the fused float stage (per-position scale, bias, PReLU)
+// three output stages: int32 dot products, the fused float stage (a factored Γ as ResNet-18's
+// gamma-o-h-w reaches the kernel: per-row and per-position scales; bias, PReLU)
 // and the same stage with an affine and the output packed to bits (a layer that hands over bits). With 1 thread, time is the thread's CPU time (a shared machine's
 // other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
         ConvShape s;
         std::vector<uint32_t> x, out;
         PreparedWeights w;
-        std::vector<float> scale_map, bias, slope, post_mul, post_add;
+        std::vector<float> scale_rows, scale_pos, bias, slope, post_mul, post_add;
         double best[3] = {1e30, 1e30, 1e30};
     };
     std::vector<Case> cases;
@@ -90,7 +91,8 @@ int main(int argc, char** argv) {
         for (auto& v : words) v = bits(rng);
         c.w = prepare_weights(words.data(), s.o, s.c, 3, 3, 1, *k);
         c.out.resize(s.oh * s.ow * s.o);
-        c.scale_map.assign(s.oh * s.ow * s.ostride, 0.5f);
+        c.scale_rows.assign(s.oh * s.ostride, 0.5f);
+        c.scale_pos.assign(s.oh * s.ow, 1.5f);
         c.bias.assign(s.ostride, 0.1f);
         c.slope.assign(s.ostride, 0.25f);
         c.post_mul.assign(s.ostride, 1.5f);
@@ -103,7 +105,8 @@ int main(int argc, char** argv) {
                 Stage st;
                 st.mode = modes[m];
                 if (st.mode != OutMode::Int32)
-                    st.scale_map = c.scale_map.data(), st.bias = c.bias.data(), st.slope = c.slope.data();
+                    st.scale_rows = c.scale_rows.data(), st.scale_pos = c.scale_pos.data(), st.bias = c.bias.data(),
+                    st.slope = c.slope.data();
                 if (st.mode == OutMode::Packed) st.post_mul = c.post_mul.data(), st.post_add = c.post_add.data();
                 st.out = c.out.data();
                 const double t0 = now(threads == 1);

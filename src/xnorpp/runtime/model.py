@@ -97,7 +97,7 @@ class PackedModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a float32 batch (N, C, H, W); feature maps come back as (N, C, H, W)."""
         x = self.check_input(x)
-        values = {self.graph.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1))}
+        values = {self.graph.input_name: _core.to_nhwc(x)}
         for step, fn, free in zip(self.steps, self._fns, self._free):
             try:
                 values[step.output] = fn(*(values[v] for v in step.inputs))
