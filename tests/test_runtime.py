@@ -55,8 +55,10 @@ def test_input_checks(packed_path):
         m(np.zeros((2, 1, 28, 56), np.float32)[..., ::2])
     x = _x()
     x[1, 0, 5, 5] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="input contains NaN"):  # the input's fault, not the model's
         m(x)
+    with pytest.raises(ValueError, match="input contains NaN"):
+        m.check_input(x)
 
 
 def test_truncated_file(packed_path, tmp_path):

@@ -18,6 +18,7 @@ from ..packed import Graph, ModelFormatError, Step, plan, read
 from .kernels import KERNELS, Tensors, int8_input_layer
 
 INPUT_LAYERS = ("float32", "int8")
+_NAN_INPUT = "input contains NaN; a NaN has no sign (the packed runtime refuses it)"
 
 
 class PackedModel:
@@ -76,6 +77,13 @@ class PackedModel:
     # -- running -----------------------------------------------------------------------------
     def check_input(self, x) -> np.ndarray:
         """Validate an input batch; returns it as (N, C, H, W). Clear errors for wrong type/shape/dtype/layout."""
+        x = self._check_layout(x)
+        if np.isnan(x).any():
+            raise ValueError(_NAN_INPUT)
+        return x
+
+    def _check_layout(self, x) -> np.ndarray:
+        """check_input without the NaN check (which __call__ does while it converts the input to NHWC)."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"expected a numpy.ndarray, got {type(x).__name__}")
         if x.dtype != np.float32:
@@ -90,14 +98,16 @@ class PackedModel:
                              "for this resolution (spatial scaling and every layer's geometry are fixed)")
         if not x.flags.c_contiguous:
             raise ValueError("input array is not C-contiguous; pass numpy.ascontiguousarray(x)")
-        if np.isnan(x).any():
-            raise ValueError("input contains NaN; a NaN has no sign (the packed runtime refuses it)")
         return x
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a float32 batch (N, C, H, W); feature maps come back as (N, C, H, W)."""
-        x = self.check_input(x)
-        values = {self.graph.input_name: _core.to_nhwc(x)}
+        x = self._check_layout(x)
+        try:
+            nhwc = _core.to_nhwc(x)
+        except _core.NaNError:
+            raise ValueError(_NAN_INPUT) from None
+        values = {self.graph.input_name: nhwc}
         for step, fn, free in zip(self.steps, self._fns, self._free):
             try:
                 values[step.output] = fn(*(values[v] for v in step.inputs))
