@@ -11,7 +11,8 @@ With 1 thread both sides run on the calling thread and are timed with its CPU cl
 In the all-threads subprocess the packed layer is also timed on 1 thread in the same rounds
 (the pool is kept, so switching costs nothing): "threads/1" is that speed-up at batch 1.
 The packed time includes packing the float input, the exact zero-padding correction and
-the fused output stage (γ_o·β_h·γ_w scale, bias, PReLU) to float NHWC output.
+the fused output stage ((γ_o·β_h)·γ_w scale, as the runtime gets gamma-o-h-w: per row and per position;
+bias, PReLU) to float NHWC output.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def child(isa: str, threads: int, quick: bool) -> dict:
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         oh = (hw + 2 - 3) // stride + 1
         conv = _core.BinaryConv(weight_words(w), c, (hw, hw), (oh, oh), 1, (stride, stride), (1, 1, 1, 1),
-                                scale_map=rng.uniform(0.5, 1.5, (oh, oh, o)).astype(np.float32),
+                                scale_rows=rng.uniform(0.5, 1.5, (oh, o)).astype(np.float32),  # γ_o·β_h
+                                scale_pos=rng.uniform(0.5, 1.5, (oh, oh)).astype(np.float32),  # γ_w
                                 bias=rng.standard_normal(o).astype(np.float32),
                                 slope=np.full(o, 0.25, np.float32))
         x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
