@@ -12,9 +12,12 @@ import time
 
 
 def set_threads_env(threads: int) -> None:
-    """Call before importing numpy/torch: BLAS and OpenMP pools read these once."""
+    """Call before importing numpy/torch: BLAS and OpenMP pools read these once. OpenMP's idle threads
+    sleep (libgomp spins ~10 ms after each call by default, on the core the next timed call needs: it made
+    xnorpp's 2-thread layers look slower than 1 thread in interleaved rounds with PyTorch)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XNORPP_NUM_THREADS"):
         os.environ[var] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def best_time(fn, repeat: int = 30, warmup: int = 3, min_time: float = 0.0) -> float:
