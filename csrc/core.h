@@ -51,12 +51,12 @@ struct Stage {
     const float* scale_map = nullptr;   // [OH*OW, ostride] (a full Γ)
     const float* scale_rows = nullptr;  // [OH, ostride]: a factored Γ, all factors but the last multiplied
     const float* scale_pos = nullptr;   // [OH*OW]: ... and its last factor, over (h, w) or w only
-    const float* kmap = nullptr;       // [N*OH*OW]  (XNOR-Net's K, per input)
-    const float* bias = nullptr;       // [ostride]
-    const float* slope = nullptr;      // [ostride] PReLU
-    const float* post_mul = nullptr;   // [ostride] affine before packing the output
-    const float* post_add = nullptr;   // [ostride]
-    const float* residual = nullptr;  // [N*OH*OW, O], added last (float output): a fused residual add
+    const float* kmap = nullptr;        // [N*OH*OW]  (XNOR-Net's K, per input)
+    const float* bias = nullptr;        // [ostride]
+    const float* slope = nullptr;       // [ostride] PReLU
+    const float* post_mul = nullptr;    // [ostride] affine before packing the output
+    const float* post_add = nullptr;    // [ostride]
+    const float* residual = nullptr;    // [N*OH*OW, O], added last (float output): a fused residual add
     OutMode mode = OutMode::Float;
     void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
 };
@@ -144,8 +144,9 @@ const IsaKernels* kernels_portable();
 
 // Thread pool. Idle workers sleep on a condition variable, after spinning for spin_us()
 // microseconds (0 by default, or XNORPP_SPIN_US): spinning saves the wake-up of the next region
-// (tens of microseconds on a virtual machine) at the cost of a busy core. Splits [0, n) over the threads, but never into parts of less than ~20000 cycles of work
-// (cost_per_item: estimated cycles of one item): waking a thread costs microseconds.
+// (tens of microseconds on a virtual machine) at the cost of a busy core.
+// parallel_for splits [0, n) over the threads, but never into parts of less than ~20000 cycles of
+// work (cost_per_item: estimated cycles of one item): waking a thread costs microseconds.
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, double cost_per_item = 1e9);
 int num_threads();
 void set_num_threads(int n);
