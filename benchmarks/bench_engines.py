@@ -506,8 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                   "Spin-waiting off wherever an engine has a setting for it (below), so that no idle worker "
                   "thread takes a core from the next candidate of the round")
                  + f"; {args.gap_ms:g} ms untimed pause after each call.")
-    notes.append(f"xnorpp: runtime.set_num_threads(threads); its idle threads sleep (runtime.spin_us() = "
-                 f"{runtime.spin_us()}); a call's caller spins at most 50 µs for its workers' last chunks.")
+    notes.append(f"xnorpp: runtime.set_num_threads(threads); during a call its threads wait for the next layer "
+                 f"spinning, between calls they sleep (runtime.spin_us() = {runtime.spin_us()}).")
     if "torch" in args.engines:
         notes.append(f"PyTorch: torch.set_num_threads(threads), inference_mode; OMP_WAIT_POLICY="
                      f"{os.environ.get('OMP_WAIT_POLICY', 'unset (libgomp spins ~10 ms after each call)')}.")

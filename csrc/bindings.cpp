@@ -710,6 +710,9 @@ NB_MODULE(_core, m) {
     m.def("spin_us", &spin_us, "Microseconds an idle kernel thread spins before it sleeps.");
     m.def("set_spin_us", &set_spin_us, nb::arg("us"),
           "Set how long an idle kernel thread spins before it sleeps (>= 0 microseconds; 0: never spin).");
+    m.def("hold_workers", &hold_workers, nb::arg("hold"),
+          "hold_workers(True) ... hold_workers(False) around a sequence of kernel calls: idle kernel threads wait "
+          "for the next one by spinning (at most 5 ms) instead of sleeping.");
     m.def("num_threads", &num_threads, "Threads used by the kernels.");
     m.def("set_num_threads", &set_num_threads, nb::arg("threads"), "Set the number of kernel threads (>= 1).");
     m.def("pack", &pack, nb::arg("x"), nb::arg("layout") = "nhwc", nb::arg("groups") = 1,

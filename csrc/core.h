@@ -152,6 +152,8 @@ int num_threads();
 void set_num_threads(int n);
 int64_t spin_us();
 void set_spin_us(int64_t us);
+// While held (calls nest), idle workers wait for the next region by spinning instead of sleeping.
+void hold_workers(bool hold);
 
 }  // namespace xnorpp
 

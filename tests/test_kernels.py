@@ -217,12 +217,20 @@ def test_threads_give_identical_results(isa):
         _core.set_spin_us(200)  # idle workers spin between the calls instead of sleeping
         assert _core.spin_us() == 200
         spun = [run_conv(x, wt, pad=(1, 1, 1, 1))[1] for _ in range(3)]
+        _core.set_spin_us(0)
+        _core.hold_workers(True)  # as a packed model's call does: workers spin between the calls
+        _core.hold_workers(True)  # holds nest
+        held = [run_conv(x, wt, pad=(1, 1, 1, 1))[1] for _ in range(3)]
+        _core.hold_workers(False)
+        _core.hold_workers(False)
     finally:
         _core.set_num_threads(before)
         _core.set_spin_us(spin_before)
     np.testing.assert_array_equal(one, three)
-    for out in spun:
+    for out in spun + held:
         np.testing.assert_array_equal(one, out)
+    with pytest.raises(ValueError, match="without a matching hold_workers"):
+        _core.hold_workers(False)
     with pytest.raises(ValueError):
         _core.set_num_threads(0)
     with pytest.raises(ValueError, match="spin must be >= 0 microseconds, got -1"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from xnorpp import runtime
+from xnorpp import _core, runtime
 from xnorpp.export import export_model
 from xnorpp.models import create
 from xnorpp.runtime import ModelFormatError
@@ -59,6 +59,8 @@ def test_input_checks(packed_path):
         m(x)
     with pytest.raises(ValueError, match="input contains NaN"):
         m.check_input(x)
+    with pytest.raises(ValueError, match="without a matching"):  # every call released its hold on the threads
+        _core.hold_workers(False)
 
 
 def test_truncated_file(packed_path, tmp_path):

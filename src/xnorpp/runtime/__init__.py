@@ -9,7 +9,8 @@ with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPC
 ``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
 if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
 Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
-idle threads sleep (after spinning :func:`set_spin_us` microseconds, 0 by default).
+during a model's call the threads wait for its next layer by spinning; between calls they sleep (after
+spinning :func:`set_spin_us` microseconds, 0 by default).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def spin_us() -> int:
 
 
 def set_spin_us(us: int) -> None:
-    """How long an idle kernel thread spins before it sleeps, in microseconds (default 0: never, or
-    ``XNORPP_SPIN_US``). A short spin (~100) lets a thread join the next layer at once instead of
-    being woken, which helps batch 1 on several threads, at the cost of a busy core between calls."""
+    """How long an idle kernel thread spins between calls before it sleeps, in microseconds (default 0:
+    never, or ``XNORPP_SPIN_US``). Within a model's call the threads always wait for the next layer by
+    spinning; this also keeps them awake for the next call, at the cost of a busy core meanwhile."""
     _core.set_spin_us(int(us))
 
 

@@ -108,14 +108,18 @@ class PackedModel:
         except _core.NaNError:
             raise ValueError(_NAN_INPUT) from None
         values = {self.graph.input_name: nhwc}
-        for step, fn, free in zip(self.steps, self._fns, self._free):
-            try:
-                values[step.output] = fn(*(values[v] for v in step.inputs))
-            except _core.NaNError:  # the input had none (checked above): the file's numbers overflow
-                raise ModelFormatError(f"{self._where}: {step.node.where}: NaN appeared on this input (the "
-                                       "model's parameters overflow float32)") from None
-            for v in free:
-                del values[v]
+        _core.hold_workers(True)  # the kernel threads wait for the next layer spinning, not asleep
+        try:
+            for step, fn, free in zip(self.steps, self._fns, self._free):
+                try:
+                    values[step.output] = fn(*(values[v] for v in step.inputs))
+                except _core.NaNError:  # the input had none (checked above): the file's numbers overflow
+                    raise ModelFormatError(f"{self._where}: {step.node.where}: NaN appeared on this input (the "
+                                           "model's parameters overflow float32)") from None
+                for v in free:
+                    del values[v]
+        finally:
+            _core.hold_workers(False)
         return _to_nchw(values[self.graph.output])
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
