@@ -87,19 +87,19 @@ const IsaKernels* isa_by_name(const std::string& name) { return kernels_by_name(
 
 // ---------------------------------------------------------------- thread pool
 namespace {
-// Idle workers wait on a condition variable, after spinning for g_idle_spin_us (default 0: they
-// never spin; XNORPP_SPIN_US or set_spin_us), or, while a call holds them (hold_workers: a packed
-// model's call, whose layers follow each other within microseconds), by spinning until its next
-// region (at most kMaxHold): waking a sleeping worker for every layer cost ~10 % of a 2-thread
-// ResNet-18 call at batch 1 (AVX2 1.59x -> 1.82x over 1 thread, AVX-512 1.54x -> 1.71x, measured).
-// Between calls they sleep. A parallel region hands out chunks from an atomic
-// counter; the caller works too and, once no chunk is left, closes the region and waits only for
-// the workers that joined it: first by spinning, for at most kCallerSpin, because those workers
-// are busy with the region's last chunks and waking a sleeping caller costs more than a chunk on
-// a virtual machine (measured: 2 threads / 1 at batch 1 on ResNet-18, 1.50x -> 1.58x); then on a
-// condition variable. A worker that wakes after the region closed (its core was busy with
-// another process) finds it closed and goes back to sleep, so a descheduled worker costs the
-// caller nothing beyond the chunk it may hold.
+// Between calls, idle workers sleep on a condition variable, after spinning for g_idle_spin_us
+// (default 0: they never spin; XNORPP_SPIN_US or set_spin_us). While a call holds them
+// (hold_workers: a packed model's call, whose layers follow each other within microseconds), they
+// wait for its next region by spinning (at most kMaxHold): waking a sleeping worker for every layer
+// cost ~10 % of a 2-thread ResNet-18 call at batch 1 (AVX2 1.59x -> 1.82x over 1 thread, AVX-512
+// 1.54x -> 1.71x, measured).
+// A parallel region hands out chunks from an atomic counter; the caller works too and, once no
+// chunk is left, closes the region and waits only for the workers that joined it: first by
+// spinning, for at most kCallerSpin, because those workers are busy with the region's last chunks
+// and waking a sleeping caller costs more than a chunk on a virtual machine (measured: 2 threads /
+// 1 at batch 1 on ResNet-18, 1.50x -> 1.58x); then on a condition variable. A worker that wakes
+// after the region closed (its core was busy with another process) finds it closed and goes back
+// to sleep, so a descheduled worker costs the caller nothing beyond the chunk it may hold.
 constexpr std::chrono::microseconds kCallerSpin{50};
 
 int64_t spin_us_from_env() {
@@ -195,15 +195,11 @@ private:
     void wait_for_work(uint64_t seen) const {
         const auto start = std::chrono::steady_clock::now();
         const std::chrono::microseconds idle(g_idle_spin_us.load(std::memory_order_relaxed));
-        while (generation_.load(std::memory_order_acquire) == seen) {
-            for (int i = 0; i < 32; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-            }
+        spin_until([&] {
+            if (generation_.load(std::memory_order_acquire) != seen) return true;
             const auto waited = std::chrono::steady_clock::now() - start;
-            if (g_holds.load(std::memory_order_relaxed) > 0 ? waited > kMaxHold : waited > idle) return;
-        }
+            return g_holds.load(std::memory_order_relaxed) > 0 ? waited > kMaxHold : waited > idle;
+        }, kMaxHold);
     }
     int size_;
     std::vector<std::thread> workers_;
