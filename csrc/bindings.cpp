@@ -103,6 +103,13 @@ std::vector<float> optional_vector(const std::optional<InArray>& a, const char* 
 
 const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
+// rows x n floats, each row zero padded to `stride` (the stage arrays' per-channel length).
+std::vector<float> padded_rows(const float* p, int64_t rows, int64_t n, int64_t stride) {
+    std::vector<float> v(static_cast<size_t>(rows * stride), 0.0f);
+    for (int64_t i = 0; i < rows; ++i) std::copy(p + i * n, p + (i + 1) * n, v.begin() + i * stride);
+    return v;
+}
+
 // Pack float activations ([N,C,H,W] / [N,H,W,C] / [N,C]) to packed NHWC words.
 nb::ndarray<nb::numpy, uint32_t> pack(const InArray& x, const std::string& layout, int64_t groups,
                                       const std::optional<InArray>& mul, const std::optional<InArray>& add) {
@@ -382,8 +389,7 @@ public:
         const float* t = checked<float>(tap_offset, "Int8InputConv: tap_offset", {2});
         if (int64_t(tap_offset.shape(0)) != kh_ * kw_ || int64_t(tap_offset.shape(1)) != o_)
             throw std::invalid_argument("Int8InputConv: tap_offset must have shape (KH*KW, O)");
-        tap_offset_.assign(static_cast<size_t>(kh_ * kw_ * ostride_), 0.0f);
-        for (int64_t i = 0; i < kh_ * kw_; ++i) std::copy(t + i * o_, t + (i + 1) * o_, tap_offset_.begin() + i * ostride_);
+        tap_offset_ = padded_rows(t, kh_ * kw_, o_, ostride_);
         in_mul_ = optional_vector(in_mul, "Int8InputConv: in_mul", c_);
         in_add_ = optional_vector(in_add, "Int8InputConv: in_add", c_);
         bias_ = optional_vector(bias, "Int8InputConv: bias", o_, ostride_);
@@ -571,12 +577,7 @@ public:
             if (int64_t(scale_map->shape(0)) != out_size[0] || int64_t(scale_map->shape(1)) != out_size[1] ||
                 int64_t(scale_map->shape(2)) != o_)
                 throw std::invalid_argument("BinaryConv: scale_map must have shape (OH, OW, out_channels)");
-            map_h_ = scale_map->shape(0);
-            map_w_ = scale_map->shape(1);
-            const int64_t stride = padded_channels(o_);
-            scale_map_.assign(static_cast<size_t>(map_h_ * map_w_ * stride), 0.0f);
-            for (int64_t i = 0; i < map_h_ * map_w_; ++i)
-                std::copy(p + i * o_, p + (i + 1) * o_, scale_map_.begin() + i * stride);
+            scale_map_ = padded_rows(p, out_size[0] * out_size[1], o_, padded_channels(o_));
         }
         if (bool(scale_rows) != bool(scale_pos))
             throw std::invalid_argument("BinaryConv: scale_rows and scale_pos go together (a factored scale)");
@@ -586,9 +587,7 @@ public:
             const float* r = checked<float>(*scale_rows, "BinaryConv: scale_rows", {2});
             if (int64_t(scale_rows->shape(0)) != out_size[0] || int64_t(scale_rows->shape(1)) != o_)
                 throw std::invalid_argument("BinaryConv: scale_rows must have shape (OH, out_channels)");
-            const int64_t stride = padded_channels(o_);
-            scale_rows_.assign(static_cast<size_t>(out_size[0] * stride), 0.0f);
-            for (int64_t y = 0; y < out_size[0]; ++y) std::copy(r + y * o_, r + (y + 1) * o_, scale_rows_.begin() + y * stride);
+            scale_rows_ = padded_rows(r, out_size[0], o_, padded_channels(o_));
             checked<float>(*scale_pos, "BinaryConv: scale_pos", {2});
             if (int64_t(scale_pos->shape(0)) != out_size[0] || int64_t(scale_pos->shape(1)) != out_size[1])
                 throw std::invalid_argument("BinaryConv: scale_pos must have shape (OH, OW)");
@@ -685,7 +684,6 @@ private:
     const IsaKernels* kernels_;
     PreparedWeights prepared_;
     std::vector<float> scale_, scale_map_, scale_rows_, scale_pos_, bias_, slope_, post_mul_, post_add_;
-    int64_t map_h_ = 0, map_w_ = 0;
 };
 
 }  // namespace

@@ -103,11 +103,7 @@ class PackedModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a float32 batch (N, C, H, W); feature maps come back as (N, C, H, W)."""
         x = self._check_layout(x)
-        try:
-            nhwc = _core.to_nhwc(x)
-        except _core.NaNError:
-            raise ValueError(_NAN_INPUT) from None
-        values = {self.graph.input_name: nhwc}
+        values = {self.graph.input_name: _core.to_nhwc(x)}  # a NaN in x: _core.NaNError, a ValueError
         _core.hold_workers(True)  # the kernel threads wait for the next layer spinning, not asleep
         try:
             for step, fn, free in zip(self.steps, self._fns, self._free):
