@@ -1,6 +1,7 @@
 """The packed binary ResNet-18 against the engines a user would pick instead, in one process.
 
 Usage: python benchmarks/bench_engines.py [--threads 1 2] [--batch 1 8] [--rounds 30] [--quick]
+                                          [--isa avx2 --engines-isa avx2]
        (--help for the rest; ONNX Runtime and OpenVINO come with ``pip install 'xnorpp[bench]'``)
 
 Candidates, all on the same seeded random 224×224 input (random 8-bit images normalized with
@@ -27,6 +28,12 @@ one call of each per round, the starting candidate rotated each round, after war
 Reported: min and median wall time, the paired median ratio (median over rounds of candidate
 time / xnorpp time in the same round) and the CPU cores the process used during the calls.
 The table is printed and written to benchmarks/results/engines-<isa>-<YYYYMMDD-HHMM>.md/.json.
+
+On a CPU with AVX-512, ``--isa avx2`` alone pits xnorpp's AVX2 path against engines that use AVX-512
+(and VNNI for int8). ``--engines-isa avx2`` caps PyTorch and OpenVINO at AVX2 too (oneDNN's, MKL's and
+ATen's own settings: common.ENGINE_ISA_CAPS), which is how they run on an AVX2-only CPU; ONNX Runtime has
+no such setting and keeps the CPU's best. The kernels OpenVINO actually chose are listed under the table,
+and the file name gains ``-engines-avx2``.
 ONNX Runtime and OpenVINO are optional: without them their rows are skipped with a note
 (``pip install 'xnorpp[bench]'``).
 """
@@ -53,7 +60,10 @@ if "--spin" not in sys.argv[1:]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_flags, cpu_model, interleaved_rounds, paired_median_ratio, update_readme  # noqa: E402
+from common import (ENGINE_ISA_CAPS, ENGINE_ISAS, cap_engines_isa, cpu_flags, cpu_model,  # noqa: E402
+                    interleaved_rounds, paired_median_ratio, update_readme)
+
+ENGINES_ISA = cap_engines_isa(sys.argv[1:])  # before torch and OpenVINO load: they read the caps once
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -252,14 +262,16 @@ def ov_compile(core, path: str, threads: int, batch: int):
 
 
 def ov_precision(compiled) -> str:
-    """Runtime precision of the convolutions and the classifier in OpenVINO's executable graph
-    (u8/i8: integer kernels on 8-bit activations and i8 weights; f32; bf16)."""
+    """Runtime precision and kernel of the convolutions and the classifier in OpenVINO's executable graph
+    (u8/i8: integer kernels on 8-bit activations and i8 weights; f32; bf16. The kernel's name says its ISA,
+    e.g. brgconv_avx512_I8, jit_avx2_I8)."""
     counts: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
         layer, prec = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
         if layer in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul"):
-            counts[f"{layer} {prec}"] = counts.get(f"{layer} {prec}", 0) + 1
+            key = f"{layer} {prec} ({info['primitiveType'].astype(str)})"
+            counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
@@ -382,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", nargs="+", choices=("torch", "ort", "openvino"),
                         default=["torch", "ort", "openvino"], help="engines besides xnorpp (default: all)")
     parser.add_argument("--isa", help="xnorpp instruction-set path (avx512, avx2, portable; default: the best)")
+    parser.add_argument("--engines-isa", choices=ENGINE_ISAS, default="native",
+                        help="cap PyTorch's and OpenVINO's kernels at this ISA, as on a CPU without AVX-512 "
+                             "(default: native, the CPU's best; ONNX Runtime cannot be capped)")
     parser.add_argument("--calibration-images", type=int, default=16,
                         help="images for the int8 calibration (default: 16)")
     parser.add_argument("--seed", type=int, default=0,
@@ -402,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if min(threads_list) < 1 or min(batches) < 1 or rounds < 1 or warmup < 0:
         parser.error("threads, batch and rounds must be >= 1")
+    if args.engines_isa != ENGINES_ISA:
+        parser.error("--engines-isa must be given on the command line: the engines read its caps when they load")
 
     from xnorpp import runtime
     from xnorpp.export import export_model
@@ -506,6 +523,11 @@ def main(argv: list[str] | None = None) -> int:
                   "Spin-waiting off wherever an engine has a setting for it (below), so that no idle worker "
                   "thread takes a core from the next candidate of the round")
                  + f"; {args.gap_ms:g} ms untimed pause after each call.")
+    if ENGINES_ISA != "native":
+        caps = " ".join(f"{k}={v}" for k, v in ENGINE_ISA_CAPS[ENGINES_ISA].items())
+        notes.append(f"Engines capped at {ENGINES_ISA.upper()} ({caps}, set before they loaded): PyTorch's ATen "
+                     f"kernels ran at {torch.backends.cpu.get_cpu_capability()}, OpenVINO's kernels are listed "
+                     f"above; ONNX Runtime has no such setting and used the CPU's best.")
     notes.append(f"xnorpp: runtime.set_num_threads(threads); during a call its threads wait for the next layer "
                  f"spinning, between calls they sleep (runtime.spin_us() = {runtime.spin_us()}).")
     if "torch" in args.engines:
@@ -527,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
         "cpu_flags": cpu_flags(CPU_FLAGS), "logical_cpus": os.cpu_count(), "isa": isa,
+        "engines_isa": ENGINES_ISA,
         "threads": threads_list, "batches": batches, "rounds": rounds, "warmup": warmup, "seed": args.seed,
         "input": f"{SIZE}x{SIZE}, random 8-bit images normalized with ImageNet's mean and std (seed {args.seed})",
         "fp32_model": fp32_source,
@@ -540,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_save:
         os.makedirs(args.out_dir, exist_ok=True)
-        stem = os.path.join(args.out_dir, f"engines-{isa}-{datetime.datetime.now():%Y%m%d-%H%M}")
+        capped = "" if ENGINES_ISA == "native" else f"-engines-{ENGINES_ISA}"
+        stem = os.path.join(args.out_dir, f"engines-{isa}{capped}-{datetime.datetime.now():%Y%m%d-%H%M}")
         with open(stem + ".md", "w") as f:
             f.write(text + "\n")
         with open(stem + ".json", "w") as f:
@@ -563,7 +587,9 @@ def render(meta: dict, rows: list[dict]) -> str:
         ("onnx", "onnx")) if v.get(key))
     flags = " ".join(meta["cpu_flags"]) or "unknown"
     lines = [
-        f"CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs; flags: {flags}). xnorpp ISA: **{meta['isa']}**.",
+        f"CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs; flags: {flags}). xnorpp ISA: **{meta['isa']}**. "
+        f"Other engines: " + ("the CPU's best ISA." if meta.get("engines_isa", "native") == "native" else
+                              f"**capped at {meta['engines_isa'].upper()}** except ONNX Runtime (notes below)."),
         f"Engines: {engines}; Python {v['python']}.",
         f"ResNet-18, {meta['input']}; fp32 model: {meta['fp32_model']}. Threads {meta['threads']}, batch "
         f"{meta['batches']}; {meta['rounds']} interleaved rounds after {meta['warmup']} warm-up"

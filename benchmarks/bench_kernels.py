@@ -1,7 +1,7 @@
 """Per-layer benchmark: packed binary 3×3 conv vs torch.nn.functional.conv2d float32, and the
 binary GEMM inner loop as a fraction of the 341 binary MACs/cycle/core ceiling.
 
-Usage: python benchmarks/bench_kernels.py [--update-readme] [--quick]
+Usage: python benchmarks/bench_kernels.py [--update-readme] [--quick] [--isa avx2] [--engines-isa avx2]
 
 Each instruction-set path and thread count runs in its own subprocess (XNORPP_ISA and the
 thread variables are read once at start), and every ratio compares timings of the same
@@ -12,7 +12,8 @@ In the all-threads subprocess the packed layer is also timed on 1 thread in the 
 (the pool is kept, so switching costs nothing): "threads/1" is that speed-up at batch 1.
 The packed time includes packing the float input, the exact zero-padding correction and
 the fused output stage ((γ_o·β_h)·γ_w scale, as the runtime gets gamma-o-h-w: per row and per position;
-bias, PReLU) to float NHWC output.
+bias, PReLU) to float NHWC output. ``--engines-isa avx2`` caps PyTorch at AVX2 (common.ENGINE_ISA_CAPS), as
+it runs on a CPU without AVX-512.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import time
 from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import best_time, machine, run_child, set_threads_env, update_readme  # noqa: E402
+from common import (ENGINE_ISA_CAPS, ENGINE_ISAS, best_time, machine, run_child, set_threads_env,  # noqa: E402
+                    update_readme)
 
 # (name, H=W of input, in channels, out channels, stride): ResNet-18's 3×3 layers at 224×224.
 LAYERS = [("conv2_x 56×56×64", 56, 64, 64, 1), ("conv3_x 28×28×128", 28, 128, 128, 1),
@@ -110,7 +112,8 @@ def child(isa: str, threads: int, quick: bool) -> dict:
     macs_per_cycle = 768 * 2048 * 512 / t_gemm / hz / threads
     return {"isa": _core.isa(), "threads": threads, "layers": rows, "gemm_gmacs": 768 * 2048 * 512 / t_gemm / 1e9,
             "cpu_ghz": hz / 1e9, "gemm_macs_per_cycle_per_core": macs_per_cycle,
-            "gemm_fraction_of_ceiling": macs_per_cycle / CEILING, "torch": torch.__version__}
+            "gemm_fraction_of_ceiling": macs_per_cycle / CEILING, "torch": torch.__version__,
+            "torch_isa": torch.backends.cpu.get_cpu_capability()}
 
 
 def table(results: list[dict]) -> str:
@@ -134,6 +137,8 @@ def main() -> None:
     parser.add_argument("--update-readme", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--isa", nargs="*", help="paths to run (default: every one this CPU supports)")
+    parser.add_argument("--engines-isa", choices=ENGINE_ISAS, default="native",
+                        help="cap PyTorch's kernels at this ISA, as on a CPU without AVX-512 (default: native)")
     parser.add_argument("--child", nargs=2, metavar=("ISA", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -146,10 +151,11 @@ def main() -> None:
     for isa in isas:
         for threads in sorted({1, os.cpu_count() or 1}):
             out = run_child(__file__, ["--child", isa, str(threads)] + (["--quick"] if args.quick else []),
-                            {"XNORPP_ISA": isa})
+                            {"XNORPP_ISA": isa, **ENGINE_ISA_CAPS.get(args.engines_isa, {})})
             results.append(json.loads(out.strip().splitlines()[-1]))
             print(f"done: {isa}, {threads} thread(s)", file=sys.stderr)
-    text = (f"Machine: {machine()}; PyTorch {results[0]['torch']}. Batch 1; times: best of N interleaved "
+    text = (f"Machine: {machine()}; PyTorch {results[0]['torch']} (its kernels at {results[0]['torch_isa']}"
+            + (", capped" if args.engines_isa != "native" else "") + "). Batch 1; times: best of N interleaved "
             f"rounds; speed-ups: median of the per-round ratios.\n\n" + table(results))
     print(text)
     if args.update_readme:

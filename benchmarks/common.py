@@ -20,6 +20,28 @@ def set_threads_env(threads: int) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+# What --engines-isa avx2 puts in the environment: the other engines' kernels use AVX2 at most, as on a CPU
+# without AVX-512 (the kind issue #9's targets were set on), so that xnorpp's AVX2 path meets them on equal
+# terms. oneDNN (PyTorch's and OpenVINO's convolutions), MKL (PyTorch's GEMMs) and ATen's vector kernels
+# read these once, when they load. ONNX Runtime's MLAS picks its kernels from cpuid and has no such setting.
+ENGINE_ISA_CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",
+                            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+ENGINE_ISAS = ("native", *ENGINE_ISA_CAPS)
+
+
+def cap_engines_isa(argv: list[str]) -> str:
+    """Read --engines-isa from argv (native or avx2; argparse validates it later) and put its caps in the
+    environment now, before torch or OpenVINO is imported. Returns the value."""
+    isa = "native"
+    for i, arg in enumerate(argv):
+        if arg == "--engines-isa" and i + 1 < len(argv):
+            isa = argv[i + 1]
+        elif arg.startswith("--engines-isa="):
+            isa = arg.split("=", 1)[1]
+    os.environ.update(ENGINE_ISA_CAPS.get(isa, {}))
+    return isa
+
+
 def best_time(fn, repeat: int = 30, warmup: int = 3, min_time: float = 0.0) -> float:
     """Best (minimum) wall time of fn() in seconds: the least disturbed run on a shared machine."""
     for _ in range(warmup):
