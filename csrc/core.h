@@ -133,6 +133,9 @@ struct IsaKernels {
     int int8_lanes;              // output channels per int8 register tile (the int8 weight block width)
     // The int8 input layer (Int8Stage above); out [N*OH*OW][O] float.
     void (*int8_conv)(const ConvShape& s, const uint8_t* x, const int8_t* wblocks, const Int8Stage& st, float* out);
+    // Its input codes: out[i] = x[i]·mul[i] + add[i] clamped to [0, 255] and rounded half to even, for n
+    // values with their own factors (a row of pixels: the per-channel factors repeated). False on NaN.
+    bool (*int8_codes)(const float* x, int64_t n, const float* mul, const float* add, uint8_t* out);
     // Max pooling of NHWC floats [N][H][W][C] (s.n, h, w, c; the window: kh, kw, sh, sw, dh, dw, pt, pl) to
     // [N][OH][OW][C]; out-of-image taps are skipped, NaN propagates.
     void (*max_pool)(const ConvShape& s, const float* x, float* out);

@@ -497,6 +497,35 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
     }, static_cast<double>(IP * k4 * nblocks * IL) / 16.0);
 }
 
+// The int8 layer's codes, VW values at a time: the same float operations as the scalar tail (no contraction:
+// the units build with -ffp-contract=off), so every unit gives the same codes.
+static inline float code_of(float v) {  // clamp (a NaN is refused by the caller), round half to even
+    const float low = v > 0.0f ? v : 0.0f, clamped = low < 255.0f ? low : 255.0f;
+    return (clamped + 12582912.0f) - 12582912.0f;  // + 1.5 * 2^23 leaves no fraction bits
+}
+
+static bool int8_codes_impl(const float* x, int64_t n, const float* mul, const float* add, uint8_t* out) {
+    typedef uint8_t vbyte __attribute__((vector_size(VW)));
+    const vfloat zero{}, top = splat(255.0f), magic = splat(12582912.0f);
+    vint bad{};
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) {
+        const vfloat v = load_f(x + i) * load_f(mul + i) + load_f(add + i);
+        bad |= v != v;
+        const vfloat low = v > zero ? v : zero, clamped = low < top ? low : top;
+        const vbyte codes = __builtin_convertvector(__builtin_convertvector((clamped + magic) - magic, vint), vbyte);
+        __builtin_memcpy(out + i, &codes, VW);
+    }
+    bool nan = false;
+    for (int l = 0; l < VW; ++l) nan |= bad[l] != 0;
+    for (; i < n; ++i) {
+        const float v = x[i] * mul[i] + add[i];
+        nan |= v != v;
+        out[i] = static_cast<uint8_t>(static_cast<int32_t>(code_of(v)));
+    }
+    return !nan;
+}
+
 // ---- Max pooling (NHWC): the channels are the vector lanes ----
 // out = max over the window's in-image taps (PyTorch: padding is -inf), NaN propagated: a lane takes v when
 // v > max or v is NaN, so once NaN it stays NaN (NaN > v and v > NaN are both false).
@@ -540,4 +569,5 @@ static void max_pool_impl(const ConvShape& s, const float* x, float* out) {
 }
 
 static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl,
-                                  &float_depthwise_impl, kWeightLayout, IL, &int8_conv_impl, &max_pool_impl};
+                                  &float_depthwise_impl, kWeightLayout, IL, &int8_conv_impl, &int8_codes_impl,
+                                  &max_pool_impl};

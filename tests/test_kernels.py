@@ -423,6 +423,34 @@ def test_int8_input_conv(isa, case):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("w", [1, 5, 16, 23])  # rows of 3·w values: vector body and scalar tail of each unit
+def test_int8_input_codes(isa, w):
+    """The codes alone, seen through a 1×1 conv with weight 1 and scale 1: numpy's round half to even of
+    x·in_mul + in_add, clamped to [0, 255], on halves, clamp edges, ±0 and ±inf; a NaN anywhere is refused."""
+    c, h = 3, 4
+    in_mul = np.array([1.0, 2.0, 0.5], np.float32)
+    in_add = np.array([0.0, 100.0, 7.25], np.float32)
+    special = np.array([0.5, 1.5, 2.5, 254.5, 255.5, -0.5, -0.0, 0.0, 300.0, -7.0, np.inf, -np.inf], np.float32)
+    rng = np.random.default_rng(w)
+    x = rng.uniform(-20, 280, (1, h, w, c)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[:min(len(special), flat.size)] = special[:flat.size]
+    layer = _core.Int8InputConv(np.ones((1, 1, 1, c), np.int8), np.ones(1, np.float32), np.zeros(1, np.float32),
+                                np.zeros((1, 1), np.float32), in_mul, in_add, (h, w), (h, w))
+    assert layer.isa == isa
+    # One output channel summing the three channels' codes: check each channel alone, the others at code 0.
+    for ch in range(c):
+        xc = np.full_like(x, -1e30)
+        xc[..., ch] = x[..., ch]
+        want = np.clip(np.rint(xc[..., ch] * in_mul[ch] + in_add[ch]), 0, 255)  # float32 math, as the core
+        np.testing.assert_array_equal(layer.forward(xc)[..., 0], want)
+    for where in (0, x.size // 2, x.size - 1):  # first, middle (a vector body) and last (the tail) value
+        bad = x.copy().reshape(-1)
+        bad[where] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            layer.forward(bad.reshape(x.shape))
+
+
 def test_int8_input_conv_bad_input():
     ok = dict(in_size=(4, 4), out_size=(4, 4), padding=(1, 1, 1, 1))
     w = np.zeros((2, 3, 3, 1), np.int8)

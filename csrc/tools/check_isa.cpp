@@ -16,7 +16,8 @@
 // 2026-12-01, Zen 4, after the int8 input layer and max pooling joined the units: avx2 and avx512
 // (native, and on SIMDe 0.7.4 with its AVX512-VNNI dpbusd) 0 mismatches on 946 binary convolutions,
 // 155 int8 input layers and 146 max poolings. The same after the int8 layer read its windows in place
-// (avx2, avx512 native and on SIMDe).
+// (avx2, avx512 native and on SIMDe). 2026-12-02: the int8 layer's codes (vectorized) too, 200 rows:
+// 0 mismatches on avx2, avx512 native and on SIMDe.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -257,8 +258,28 @@ int main(int argc, char** argv) {
             ++failures;
         }
     }
+    // The int8 layer's codes: halves, both clamp edges, infinities, and a NaN in some rows; any length.
+    int codes_checked = 0;
+    for (int trial = 0; trial < 200; ++trial) {
+        const int64_t n = uni(1, 100);
+        std::vector<float> x(n), mul(n), add(n);
+        for (int64_t i = 0; i < n; ++i) {
+            x[i] = 0.5f * static_cast<float>(uni(-40, 560)), mul[i] = uni(0, 3) ? 1.0f : 0.75f, add[i] = 0.0f;
+            if (uni(0, 20) == 0) x[i] = uni(0, 1) ? std::numeric_limits<float>::infinity() : -x[i] * 1e30f;
+        }
+        if (trial % 4 == 0) x[uni(0, int(n) - 1)] = std::nanf("");
+        std::vector<uint8_t> codes_r(n), codes_t(n);
+        const bool ok_r = ref->int8_codes(x.data(), n, mul.data(), add.data(), codes_r.data());
+        const bool ok_t = test->int8_codes(x.data(), n, mul.data(), add.data(), codes_t.data());
+        ++codes_checked;
+        if (ok_r != ok_t || (ok_r && codes_r != codes_t)) {
+            std::printf("int8 codes mismatch: trial %d (n=%lld)\n", trial, (long long)n);
+            ++failures;
+        }
+    }
     std::printf("%s vs portable: %d convolutions compared; float: %d compared, %d bit-identical, max rel diff "
-                "%.1e; int8 input layer: %d compared; max pool: %d compared; %d mismatches\n", test->name, checked,
-                float_checked, float_identical, worst, int8_checked, pool_checked, failures);
+                "%.1e; int8 input layer: %d compared, its codes: %d; max pool: %d compared; %d mismatches\n",
+                test->name, checked, float_checked, float_identical, worst, int8_checked, codes_checked, pool_checked,
+                failures);
     return failures ? 1 : 0;
 }
