@@ -637,8 +637,9 @@ public:
             if (int64_t(kmap->size()) != s.n * s.oh * s.ow)
                 throw std::invalid_argument("BinaryConv.forward: kmap must hold N*OH*OW values");
         }
+        const bool float_out = out == "float" || out == "float+packed";
         if (residual) {
-            if (out != "float") throw std::invalid_argument("BinaryConv.forward: a residual needs out='float'");
+            if (!float_out) throw std::invalid_argument("BinaryConv.forward: a residual needs out='float'");
             st.residual = checked<float>(*residual, "BinaryConv.forward: residual", {2, 4});
             if (int64_t(residual->size()) != s.n * s.oh * s.ow * o_ || residual->shape(0) != x.shape(0))
                 throw std::invalid_argument("BinaryConv.forward: residual must have the output's shape");
@@ -649,11 +650,15 @@ public:
             return flat ? std::vector<size_t>{n, last} : std::vector<size_t>{n, oh, ow, last};
         };
         nb::object result;
-        if (out == "float") {
+        if (float_out) {
             st.mode = OutMode::Float;
             float* p;
             result = nb::cast(new_array<float>(shape_for(size_t(o_)), &p));
             st.out = p;
+            if (out == "float+packed") {  // (float output, its bits after post_mul/post_add)
+                if (groups_ != 1) throw std::invalid_argument("BinaryConv.forward: packed output needs groups == 1");
+                result = nb::make_tuple(result, nb::cast(new_array<uint32_t>(shape_for(size_t(words_for(o_))), &st.bits)));
+            }
         } else if (out == "int32") {
             st.mode = OutMode::Int32;
             int32_t* p;
@@ -666,7 +671,8 @@ public:
             result = nb::cast(new_array<uint32_t>(shape_for(size_t(words_for(o_))), &p));
             st.out = p;
         } else {
-            throw std::invalid_argument("BinaryConv.forward: out must be 'float', 'int32' or 'packed', got '" + out + "'");
+            throw std::invalid_argument("BinaryConv.forward: out must be 'float', 'int32', 'packed' or 'float+packed', "
+                                        "got '" + out + "'");
         }
         {
             nb::gil_scoped_release release;
@@ -744,8 +750,10 @@ NB_MODULE(_core, m) {
              "scale_pos (OH, OW).")
         .def("forward", &BinaryConv::forward, nb::arg("x"), nb::arg("kmap") = nb::none(), nb::arg("out") = "float",
              nb::arg("residual") = nb::none(),
-             "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products) or 'packed'. "
-             "residual (float output only): a float32 array of the output's shape added last (a fused residual add).")
+             "Run on packed input (N,H,W,words) or (N,words); out='float', 'int32' (raw dot products), 'packed' or "
+             "'float+packed' (a tuple: the float output and its bits as 'packed' gives them, for a binary layer "
+             "that reads it). residual (float outputs only): a float32 array of the output's shape added last "
+             "(a fused residual add).")
         .def_prop_ro("isa", &BinaryConv::isa)
         .def_prop_ro("out_channels", &BinaryConv::out_channels)
         .def_prop_ro("in_channels", &BinaryConv::in_channels)

@@ -59,6 +59,9 @@ struct Stage {
     const float* residual = nullptr;    // [N*OH*OW, O], added last (float output): a fused residual add
     OutMode mode = OutMode::Float;
     void* out = nullptr;  // float/int32 [N*OH*OW, O] or uint32 [N*OH*OW, words_for(O)]
+    // Float output only (groups 1): the output's bits as well, sign(out·post_mul + post_add), for a
+    // binary layer that reads them: what packing the float output with that affine gives. [N*OH*OW, words_for(O)]
+    uint32_t* bits = nullptr;
 };
 
 // The real (float) convolution's fused epilogue: y = acc + bias, y = y*scale + shift (a folded

@@ -94,8 +94,14 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
     const float* a = st.slope ? st.slope + o0 : nullptr;
     const float kk = st.kmap ? st.kmap[q] : 1.0f;
     const bool packed = st.mode == OutMode::Packed;
-    const float* pm = packed && st.post_mul ? st.post_mul + o0 : nullptr;
-    const float* pa = packed && st.post_add ? st.post_add + o0 : nullptr;
+    // A float output is written in the loop when the tile is full (else after it: the stores, and the
+    // residual's reads, stop at nv), the residual added last; the bits, packed or beside a float output,
+    // are the signs of (value·post_mul) + post_add, as pack_word gives them for the layer that reads them.
+    float* out = packed ? nullptr : static_cast<float*>(st.out) + q * s.o + o0;
+    const float* r = st.residual && !packed ? st.residual + q * s.o + o0 : nullptr;
+    const bool full = !packed && nv == L, signs = packed || st.bits;
+    const float* pm = signs && st.post_mul ? st.post_mul + o0 : nullptr;
+    const float* pa = signs && st.post_add ? st.post_add + o0 : nullptr;
     const vfloat zero = vfloat{} ;
     for (int l = 0; l < L; l += VW) {
         vfloat v = __builtin_convertvector(load_i(dot + l), vfloat);
@@ -106,22 +112,28 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
         else if (st.kmap) v = v * kk;
         if (b) v = v + load_f(b + l);
         if (a) v = v > zero ? v : v * load_f(a + l);
-        if (pm) v = v * load_f(pm + l);
-        if (pa) v = v + load_f(pa + l);
+        if (full) {
+            if (r) v = v + load_f(r + l);
+            store_f(out + l, v);
+        }
+        if (packed || full) {  // a partial float tile applies the affine after its residual, below
+            if (pm) v = v * load_f(pm + l);
+            if (pa) v = v + load_f(pa + l);
+        }
         store_f(y + l, v);
     }
-    if (!packed) {
-        float* out = static_cast<float*>(st.out) + q * s.o + o0;
-        const float* r = st.residual ? st.residual + q * s.o + o0 : nullptr;
-        if (nv == L)
-            for (int l = 0; l < L; l += VW) store_f(out + l, r ? load_f(y + l) + load_f(r + l) : load_f(y + l));
-        else
-            for (int l = 0; l < nv; ++l) out[l] = r ? y[l] + r[l] : y[l];
-        return;
-    }
-    // Packed output (groups == 1, so o0 % 32 == 0): whole words, 32 lanes each.
-    uint32_t* out = static_cast<uint32_t*>(st.out) + q * words_for(s.o) + o0 / 32;
-    for (int l = 0; l < nv; l += 32) out[l / 32] = lanes_to_bits(y + l, std::min(32, nv - l));
+    if (!packed && !full)
+        for (int l = 0; l < nv; ++l) {
+            float v = r ? y[l] + r[l] : y[l];
+            out[l] = v;
+            if (pm) v = v * pm[l];
+            if (pa) v = v + pa[l];
+            y[l] = v;
+        }
+    if (!signs) return;
+    // Whole words, 32 lanes each (groups == 1, so o0 % 32 == 0).
+    uint32_t* words = (packed ? static_cast<uint32_t*>(st.out) : st.bits) + q * words_for(s.o) + o0 / 32;
+    for (int l = 0; l < nv; l += 32) words[l / 32] = lanes_to_bits(y + l, std::min(32, nv - l));
 }
 
 // Work items: (group, block of L output channels, tile of P pixels), block-major, so that a

@@ -243,18 +243,23 @@ def test_one_bit_per_binary_weight(tmp_path):
     assert sum(n.op == "binary_conv2d" for n in graph.nodes) == len(binary)
     # The plan runs BN before each binary conv in its input packing and the PReLU after it in its output
     # stage; consecutive binary convs hand bits over; the second conv of a block adds the shortcut as it
-    # writes its output, after the shortcut's own steps (a downsampling shortcut comes after it in the graph).
+    # writes its output, after the shortcut's own steps (a downsampling shortcut comes after it in the graph),
+    # and writes that output's bits too for the next block's first conv (all but the last block's).
     all_steps = runtime.load(path).steps
     steps = [s for s in all_steps if s.kind == "binary_conv2d"]
     assert len(steps) == len(binary)
     assert all(s.input_affine is not None and [n.op for n in s.epilogue] == ["prelu"] for s in steps)
     assert sum(s.bits_out is not None for s in steps) == len(binary) // 2
     assert sum(s.residual_add is not None for s in steps) == len(binary) // 2
+    bits_too = [s for s in steps if s.bits_too]
+    assert len(bits_too) == len(binary) // 2 - 1 and all(s.residual_add for s in bits_too)
+    assert all(s.bits_too.inputs == (s.bits_output,) and s.bits_too.bits_in for s in bits_too)
+    assert sum(not s.bits_in for s in steps) == 1  # only the first binary conv packs floats
     assert not any(s.kind == "add" for s in all_steps)
     produced = {graph.input_name}
     for s in all_steps:
         assert set(s.inputs) <= produced, s.describe()
-        produced.add(s.output)
+        produced.update(filter(None, (s.output, s.bits_output)))
 
 
 def test_unsupported_layers_are_named(tmp_path):

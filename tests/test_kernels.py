@@ -375,6 +375,30 @@ def test_fused_residual_add(isa):
         conv.forward(xp, None, "float", residual[:, :, :, :69].copy())
 
 
+@pytest.mark.parametrize("o", [64, 70])  # whole register tiles; a partial block of lanes
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_float_output_with_its_bits(isa, o, with_residual):
+    """out='float+packed': the float output as out='float' gives it, and beside it the bits that packing that
+    output with the reader's affine (post_mul, post_add) gives, bit for bit: what a binary reader would read."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 40, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((o, 40, 3, 3)).astype(np.float32)
+    post_mul = rng.uniform(-1.5, 1.5, o).astype(np.float32)  # negative factors flip signs too
+    post_add = rng.standard_normal(o).astype(np.float32)
+    xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    conv = binary_conv(w, 40, (6, 5), 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0, scale=rng.uniform(0.5, 1.5, o).astype(
+        np.float32), bias=rng.standard_normal(o).astype(np.float32), slope=np.full(o, 0.25, np.float32),
+        post_mul=post_mul, post_add=post_add)
+    residual = rng.standard_normal((2, 6, 5, o)).astype(np.float32) if with_residual else None
+    y, bits = conv.forward(xp, None, "float+packed", residual)
+    np.testing.assert_array_equal(y, conv.forward(xp, None, "float", residual))
+    np.testing.assert_array_equal(bits, _core.pack(y, "nhwc", 1, post_mul, post_add))
+    assert bits.shape == (2, 6, 5, (o + 31) // 32) and 0.2 < np.unpackbits(bits.view(np.uint8)).mean() < 0.8
+    grouped = binary_conv(rng.standard_normal((64, 20, 3, 3)).astype(np.float32), 40, (6, 5), 2, pad=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="packed output needs groups == 1"):
+        grouped.forward(_core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "nhwc", 2), None, "float+packed")
+
+
 # ---------------------------------------------------------------------------------------- the int8 input layer
 INT8_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dilation
     (1, 3, 64, 23, 21, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),  # ResNet's stem, small

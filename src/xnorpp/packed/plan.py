@@ -11,7 +11,10 @@ Decided here only (the exporter writes one node per layer; the runtime runs the 
   bits*: it applies the consumer's input affine and packs its output itself;
 * a binary conv (groups 1, float output) whose output is read only by an ``add`` of two values of the
   same shape takes that add (ResNet's shortcut): it adds the other value as it writes its output, and
-  runs where the add ran (the other value may be computed after the conv, as a downsampling shortcut is).
+  runs where the add ran (the other value may be computed after the conv, as a downsampling shortcut is);
+* a binary conv (groups 1) whose float output is also read by one binary conv (groups 1, through its input
+  affine) writes *bits too*: the float value for its other readers and, beside it, the bits that packing
+  it would give that reader (ResNet's residual stream and the next block's first conv).
 
 A node is fused into another only when the other is its value's single reader and the value is
 not the graph's output, so a value read by several nodes, or twice by one, stays a value.
@@ -40,6 +43,12 @@ class Step:
     bits_in: bool = False                  # the input arrives as packed bits from the step before
     bits_out: "Step | None" = None         # pack the output for this binary step (with its input affine)
     residual_add: Node | None = None       # an add fused into a binary conv: its other input is inputs[-1]
+    bits_too: "Step | None" = None         # also write the float output's bits for this binary step
+
+    @property
+    def bits_output(self) -> str | None:
+        """The value holding the bits of a ``bits_too`` step's output."""
+        return bits_value(self.output) if self.bits_too else None
 
     @property
     def kind(self) -> str:
@@ -52,8 +61,14 @@ class Step:
 
     def describe(self) -> str:
         parts = [n.op for n in self.nodes]
-        flags = (" [bits in]" if self.bits_in else "") + (" [bits out]" if self.bits_out else "")
+        flags = ((" [bits in]" if self.bits_in else "") + (" [bits out]" if self.bits_out else "")
+                 + (" [bits too]" if self.bits_too else ""))
         return f"{self.node.name}: " + " -> ".join(parts) + flags
+
+
+def bits_value(value: str) -> str:
+    """The name of the packed copy of a float value (not a node's name: plan checks)."""
+    return value + ":bits"
 
 
 def plan(graph: Graph) -> list[Step]:
@@ -100,11 +115,32 @@ def plan(graph: Graph) -> list[Step]:
         if step.output == graph.output or len(users) != 1:
             continue
         user = users[0]
-        if (step.kind == user.kind == "binary_conv2d" and step.node.groups == 1 and user.node.groups == 1
-                and not user.node.scaling.analytic_k):
+        if step.kind == "binary_conv2d" and step.node.groups == 1 and _reads_bits(user, step.output):
             step.bits_out = user
             user.bits_in = True
-    return _fuse_residual_adds(steps, step_readers, graph)
+    steps = _fuse_residual_adds(steps, step_readers, graph)
+    _write_bits_too(steps, graph)
+    return steps
+
+
+def _reads_bits(step: Step, value: str) -> bool:
+    """Can ``step`` read ``value`` as bits packed by the step that writes it (with step's input affine)?"""
+    return (step.kind == "binary_conv2d" and step.node.groups == 1 and not step.node.scaling.analytic_k
+            and not step.bits_in and step.inputs == (value,))
+
+
+def _write_bits_too(steps: list[Step], graph: Graph) -> None:
+    """A binary conv whose float output other steps read too packs it for its one binary reader."""
+    names = {n.name for n in graph.nodes} | {graph.input_name}
+    readers = _step_readers(steps)
+    for step in steps:
+        if step.kind != "binary_conv2d" or step.node.groups != 1 or step.bits_out or bits_value(step.output) in names:
+            continue
+        binary_readers = [user for user in readers.get(step.output, []) if _reads_bits(user, step.output)]
+        if len(binary_readers) == 1:
+            user = binary_readers[0]
+            step.bits_too = user
+            user.inputs, user.bits_in = (bits_value(step.output),), True
 
 
 def _step_readers(steps: list[Step]) -> dict[str, list[Step]]:

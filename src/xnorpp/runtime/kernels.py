@@ -133,7 +133,8 @@ def binary(step: Step, t: Tensors) -> Kernel:
     slope = None
     if act is not None:  # ReLU is PReLU with slope 0 in the binary output stage
         slope = _activation(act, o, t)["slope"] if act.op == "prelu" else np.zeros(o, np.float32)
-    receiver = step.bits_out.input_affine if step.bits_out else None
+    bits_reader = step.bits_out or step.bits_too  # the binary step that reads this one's output as bits
+    receiver = bits_reader.input_affine if bits_reader else None
     geometry = {} if linear else {"stride": a["stride"], "padding": a["padding"], "dilation": a["dilation"],
                                   "pad_value": a["pad_value"]}
     conv = _core.BinaryConv(words, c, _hw(node.in_shapes[0]), _hw(node.shape), groups,
@@ -141,7 +142,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
                             post_mul=t(receiver, "scale"), post_add=t(receiver, "shift"), **geometry)
     in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
     magnitude = node.scaling.analytic_k
-    out = "packed" if step.bits_out else "float"
+    out = "packed" if step.bits_out else "float+packed" if step.bits_too else "float"
 
     def pack(x):
         kmap = None
@@ -150,7 +151,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
         return _core.pack(x, "nhwc", groups, in_scale, in_shift), kmap
 
     run = None
-    if not (magnitude or set(scales) - {"scale"} or step.bits_out or step.residual_add):
+    if not (magnitude or set(scales) - {"scale"} or bits_reader or step.residual_add):
         run = _small_groups(step, t, scales.get("scale"), slope)
     if run is None:
         def run(x, residual=None):  # residual: the other input of a fused add (plan.py)

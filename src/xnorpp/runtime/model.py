@@ -108,7 +108,10 @@ class PackedModel:
         try:
             for step, fn, free in zip(self.steps, self._fns, self._free):
                 try:
-                    values[step.output] = fn(*(values[v] for v in step.inputs))
+                    if step.bits_too:  # the float output and its bits for a binary step (plan.py)
+                        values[step.output], values[step.bits_output] = fn(*(values[v] for v in step.inputs))
+                    else:
+                        values[step.output] = fn(*(values[v] for v in step.inputs))
                 except _core.NaNError:  # the input had none (checked above): the file's numbers overflow
                     raise ModelFormatError(f"{self._where}: {step.node.where}: NaN appeared on this input (the "
                                            "model's parameters overflow float32)") from None
