@@ -25,8 +25,9 @@ differs or whose relative difference is too large is flagged.
 
 Timing: per configuration (threads × batch) the candidates are called in interleaved rounds,
 one call of each per round, the starting candidate rotated each round, after warm-up rounds.
-Reported: min and median wall time, the paired median ratio (median over rounds of candidate
-time / xnorpp time in the same round) and the CPU cores the process used during the calls.
+Reported: min and median wall time, the paired median ratios (median over rounds of candidate
+time / xnorpp time in the same round, against each of the two xnorpp rows) and the CPU cores the
+process used during the calls.
 The table is printed and written to benchmarks/results/engines-<isa>-<YYYYMMDD-HHMM>.md/.json.
 
 On a CPU with AVX-512, ``--isa avx2`` alone pits xnorpp's AVX2 path against engines that use AVX-512
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                         "threads": threads, "batch": batch, "engine": c.engine, "precision": c.precision,
                         "min_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times),
                         "ratio_vs_xnorpp": paired_median_ratio(wall, i, 0),
+                        "ratio_vs_xnorpp_int8": paired_median_ratio(wall, i, 1),
                         "cores_used": statistics.median(cpu[r][i] / wall[r][i] for r in range(rounds)),
                         "reference": c.reference, "rel_diff": c.rel, "top1_agree": c.top1, "images": batch,
                         "flag": c.flag, "note": c.note, "times_ms": [round(1e3 * t, 4) for t in times]})
@@ -597,14 +599,16 @@ def render(meta: dict, rows: list[dict]) -> str:
         + (", ".join(f"{x:.2f}" for x in meta["load_average"]) if meta["load_average"] else "n/a") + ".",
         "",
         "| threads | batch | engine | precision | min (ms) | median (ms) | time ÷ xnorpp (paired median) "
-        "| cores used | checked against | rel. diff | top-1 agree | |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ÷ xnorpp, int8 input layer | cores used | checked against | rel. diff | top-1 agree | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = f"{r['ratio_vs_xnorpp']:.2f}×"
+        ratio8 = f"{r['ratio_vs_xnorpp_int8']:.2f}×" if "ratio_vs_xnorpp_int8" in r else ""
         lines.append(
             f"| {r['threads']} | {r['batch']} | {r['engine']} | {r['precision']} | {r['min_ms']:.1f} | "
             f"{r['median_ms']:.1f} | {'1 (baseline)' if r['engine'] == 'xnorpp packed' else ratio} | "
+            f"{'1' if r['engine'].endswith('int8 input layer') else ratio8} | "
             f"{r['cores_used']:.2f} | {r['reference']} | {r['rel_diff']:.1e} | {r['top1_agree']}/{r['images']} | "
             f"{'⚠ ' + r['flag'] if r['flag'] else 'ok'}{'; ' + r['note'] if r['note'] else ''} |")
     lines += ["", "Time ÷ xnorpp > 1: xnorpp is faster. Cores used: process CPU time ÷ wall time during the calls. "
