@@ -390,13 +390,12 @@ public:
         if (int64_t(tap_offset.shape(0)) != kh_ * kw_ || int64_t(tap_offset.shape(1)) != o_)
             throw std::invalid_argument("Int8InputConv: tap_offset must have shape (KH*KW, O)");
         tap_offset_ = padded_rows(t, kh_ * kw_, o_, ostride_);
-        in_mul_ = optional_vector(in_mul, "Int8InputConv: in_mul", c_);
-        in_add_ = optional_vector(in_add, "Int8InputConv: in_add", c_);
-        // The per-channel factors repeated along an input row, so that coding a row is one flat loop that
-        // the compiler vectorizes (with C = 3 a loop over the channels does not).
+        // The per-channel factors repeated along an input row: a row is coded as one flat vector loop.
+        const std::vector<float> mul = optional_vector(in_mul, "Int8InputConv: in_mul", c_),
+                                 add = optional_vector(in_add, "Int8InputConv: in_add", c_);
         for (int64_t i = 0; i < in_[1] * c_; ++i) {
-            row_mul_.push_back(in_mul_[i % c_]);
-            row_add_.push_back(in_add_[i % c_]);
+            row_mul_.push_back(mul[i % c_]);
+            row_add_.push_back(add[i % c_]);
         }
         bias_ = optional_vector(bias, "Int8InputConv: bias", o_, ostride_);
         bn_scale_ = optional_vector(bn_scale, "Int8InputConv: scale", o_, ostride_);
@@ -458,8 +457,7 @@ private:
     int64_t o_, c_, kh_, kw_, ostride_;
     const IsaKernels* kernels_;
     std::vector<int8_t> blocks_;
-    std::vector<float> scale_, offset_, tap_offset_, in_mul_, in_add_, row_mul_, row_add_, bias_, bn_scale_, bn_shift_,
-        slope_;
+    std::vector<float> scale_, offset_, tap_offset_, row_mul_, row_add_, bias_, bn_scale_, bn_shift_, slope_;
     bool relu_;
 };
 

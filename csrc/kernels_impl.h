@@ -509,32 +509,32 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
     }, static_cast<double>(IP * k4 * nblocks * IL) / 16.0);
 }
 
-// The int8 layer's codes, VW values at a time: the same float operations as the scalar tail (no contraction:
-// the units build with -ffp-contract=off), so every unit gives the same codes.
-static inline float code_of(float v) {  // clamp (a NaN is refused by the caller), round half to even
-    const float low = v > 0.0f ? v : 0.0f, clamped = low < 255.0f ? low : 255.0f;
-    return (clamped + 12582912.0f) - 12582912.0f;  // + 1.5 * 2^23 leaves no fraction bits
-}
-
+// The int8 layer's codes, VW values at a time (the last partial vector through a zero-padded copy): the
+// same float operations on every unit (no contraction: -ffp-contract=off), so every unit gives the same codes.
 static bool int8_codes_impl(const float* x, int64_t n, const float* mul, const float* add, uint8_t* out) {
     typedef uint8_t vbyte __attribute__((vector_size(VW)));
-    const vfloat zero{}, top = splat(255.0f), magic = splat(12582912.0f);
+    const vfloat zero{}, top = splat(255.0f), magic = splat(12582912.0f);  // + 1.5 * 2^23: no fraction bits left
     vint bad{};
-    int64_t i = 0;
-    for (; i + VW <= n; i += VW) {
-        const vfloat v = load_f(x + i) * load_f(mul + i) + load_f(add + i);
+    alignas(64) float tail[3][VW];
+    alignas(64) uint8_t tail_codes[VW];
+    for (int64_t i = 0; i < n; i += VW) {
+        const int m = static_cast<int>(std::min<int64_t>(VW, n - i));
+        const float *xi = x + i, *mi = mul + i, *ai = add + i;
+        if (m < VW) {
+            for (auto* t : tail) std::fill(t, t + VW, 0.0f);
+            std::copy(xi, xi + m, tail[0]), std::copy(mi, mi + m, tail[1]), std::copy(ai, ai + m, tail[2]);
+            xi = tail[0], mi = tail[1], ai = tail[2];
+        }
+        const vfloat v = load_f(xi) * load_f(mi) + load_f(ai);
         bad |= v != v;
+        // Clamp (a NaN, refused by the caller, becomes 0), then round half to even.
         const vfloat low = v > zero ? v : zero, clamped = low < top ? low : top;
         const vbyte codes = __builtin_convertvector(__builtin_convertvector((clamped + magic) - magic, vint), vbyte);
-        __builtin_memcpy(out + i, &codes, VW);
+        __builtin_memcpy(m < VW ? tail_codes : out + i, &codes, VW);
+        if (m < VW) std::copy(tail_codes, tail_codes + m, out + i);
     }
     bool nan = false;
     for (int l = 0; l < VW; ++l) nan |= bad[l] != 0;
-    for (; i < n; ++i) {
-        const float v = x[i] * mul[i] + add[i];
-        nan |= v != v;
-        out[i] = static_cast<uint8_t>(static_cast<int32_t>(code_of(v)));
-    }
     return !nan;
 }
 
