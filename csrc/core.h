@@ -80,7 +80,7 @@ struct FloatStage {
 // saturating u8 x s8 multiply-add is exact too), then
 //   y = sum * scale + offset - (the offsets of the taps that fall on padding), then the FloatStage.
 // The input is already coded and padded (s.h, s.w include the padding; the image starts at row
-// pad_top, column pad_left), with 8 readable bytes past its end; padding codes are 0 and the per-tap
+// pad_top, column pad_left), with int8_input_slack readable bytes past its end; padding codes are 0 and the per-tap
 // offsets stand in for them.
 // The kernel reads each window in place as runs of contiguous codes (Int8Runs), 4 codes at a time, so a
 // run is padded to a multiple of 4 codes with zero weights (it reads up to 3 codes past a run's end).
@@ -93,6 +93,10 @@ struct Int8Stage {
     int64_t ostride = 0, pad_top = 0, pad_left = 0, h = 0, w = 0;  // h, w: the unpadded input
     FloatStage post;
 };
+
+// Bytes past the end of the int8 layer's coded input that a unit may read: 3 past a run (the 4-code steps),
+// and the AMX unit's tiles, 16 windows of a row at once, up to a row of 64 codes from each.
+inline int64_t int8_input_slack(int64_t c, int64_t sw) { return 16 * sw * c + 64; }
 
 // A window of the int8 layer as runs of contiguous codes (NHWC): one run of KW*C codes per kernel row
 // when the columns are adjacent (dilation 1), else one run of C codes per tap.
@@ -108,7 +112,28 @@ struct Int8Runs {
 //   Nibbles: [G][blocks][taps][cw][byte j of the word][lanes/32][low|high nibble][32] bytes: the
 //            4-bit halves of every weight byte, one output channel per byte (AVX2's table-select
 //            popcount, isa_avx2.cpp). Twice the size of Words.
-enum class WeightLayout : int { Words = 0, Nibbles = 1 };
+//   SignBytes: [G][blocks][taps][AmxK::chunks][2][AmxK::kc / 4][16][4] signed bytes, +1 / -1 per weight and 0
+//            past the group's channels: per tap and chunk of kc input channels, two AMX B tiles of 16
+//            output channels each, 4 consecutive input channels per output channel (isa_amx.cpp). When
+//            AmxK::bits, the same order as sign bits instead, one 64-bit word (bit 1 <=> -1) per tile row.
+enum class WeightLayout : int { Words = 0, Nibbles = 1, SignBytes = 2 };
+
+// How the AMX unit lays out a layer (blocks of 32 output channels): a tap's cg input channels in chunks of
+// kc bytes (64, a full tile row, or the channels rounded up to 4 when fewer), cbg = chunks * kc bytes per
+// group and pixel, steps = taps * chunks tile products per output tile. A deep layer (tall: at least 64
+// steps, whole blocks) multiplies 4 A tiles of positions by one B tile of 16 channels, so that each B tile
+// is loaded once for 64 positions; and its weights stay bits when as bytes they would pass the core's L2
+// cache (they streamed from memory at every call: ResNet-18's 512-channel layers took twice as long), a
+// B tile expanded to bytes while the tiles multiply the one before.
+struct AmxK {
+    static constexpr int64_t kMaxByteWeights = 256 << 10, kTallSteps = 64;
+    int64_t kc, cbg, chunks, steps, block_bytes;  // block_bytes: weight bytes of a block as bytes
+    bool tall, bits;
+    AmxK(int64_t cg, int64_t og, int64_t taps, int64_t groups)
+        : kc(cg >= 64 ? 64 : (cg + 3) / 4 * 4), cbg((cg + kc - 1) / kc * kc), chunks(cbg / kc),
+          steps(taps * chunks), block_bytes(taps * cbg * 32), tall(og % 32 == 0 && steps >= kTallSteps),
+          bits(tall && groups * (og / 32) * block_bytes > kMaxByteWeights) {}
+};
 
 // 32-bit words per block of one tap and input word (lanes output channels) in a layout.
 inline int64_t weight_words_per_tap_word(WeightLayout layout, int lanes) {
@@ -144,6 +169,7 @@ struct IsaKernels {
     void (*max_pool)(const ConvShape& s, const float* x, float* out);
 };
 
+const IsaKernels* kernels_amx();  // nullptr when built without AMX support
 const IsaKernels* kernels_avx512();
 const IsaKernels* kernels_avx2();
 const IsaKernels* kernels_portable();

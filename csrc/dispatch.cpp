@@ -1,7 +1,9 @@
 // Instruction-set dispatch (chosen once from the CPU, or forced by XNORPP_ISA), the thread
 // pool, and the ISA-independent weight preparation.
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -13,34 +15,89 @@
 #include "core.h"
 #include "dispatch.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace xnorpp {
 
 // ---------------------------------------------------------------- instruction sets
-bool isa_supported(const std::string& name) {
 #if defined(__x86_64__)
+static bool cpu_has_avx512_unit() {
     __builtin_cpu_init();
-    if (name == "avx512")
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
-               __builtin_cpu_supports("avx512vnni");
-    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+// CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+static bool cpu_has_amx() {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (d >> 24 & 1u) && (d >> 25 & 1u);
+}
+#endif
+
+// Linux gives a process the AMX tile state (8 KiB per thread) only when asked, once; "" when granted,
+// else why not.
+static const std::string& amx_refusal() {
+    static const std::string reason = []() -> std::string {
+#if defined(__x86_64__) && defined(__linux__)
+        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0) return "";
+        return std::string("Linux refused the AMX tile state (arch_prctl(ARCH_REQ_XCOMP_PERM): ") +
+               std::strerror(errno) + ")";
+#else
+        return "the AMX tile state is requested from Linux only";
+#endif
+    }();
+    return reason;
+}
+
+// The CPU has the unit's instructions (and this build has the unit).
+static bool cpu_has(const std::string& name) {
+#if defined(__x86_64__)
+    if (name == "amx") return kernels_amx() && cpu_has_avx512_unit() && cpu_has_amx();
+    if (name == "avx512") return cpu_has_avx512_unit();
+    if (name == "avx2") {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+    }
 #endif
     return name == "portable";
 }
 
-std::vector<std::string> isa_names() { return {"avx512", "avx2", "portable"}; }
+bool isa_supported(const std::string& name) { return cpu_has(name) && (name != "amx" || amx_refusal().empty()); }
+
+std::vector<std::string> isa_names() { return {"amx", "avx512", "avx2", "portable"}; }
 
 static const IsaKernels* kernels_by_name(const std::string& name) {
+    if (name == "amx") return kernels_amx() ? kernels_amx() : kernels_avx512();  // never selected without it
     if (name == "avx512") return kernels_avx512();
     if (name == "avx2") return kernels_avx2();
     if (name == "portable") return kernels_portable();
-    throw std::invalid_argument("unknown instruction set '" + name + "'; valid: avx512, avx2, portable");
+    throw std::invalid_argument("unknown instruction set '" + name + "'; valid: amx, avx512, avx2, portable");
+}
+
+// Why this CPU cannot run a unit, for error messages.
+static std::string unsupported_reason(const std::string& name) {
+    if (cpu_has(name) && name == "amx") return amx_refusal();
+    return "not supported by this CPU";
 }
 
 static const IsaKernels* g_isa = nullptr;
 static std::mutex g_isa_mutex;
 
 static const IsaKernels* best_isa() {
+    // The CPU has AMX but Linux refused its tiles: say so once, and run the best of the others.
+    if (cpu_has("amx") && !amx_refusal().empty()) {
+        static std::once_flag told;
+        std::call_once(told, [] { std::fprintf(stderr, "xnorpp: %s; using avx512\n", amx_refusal().c_str()); });
+    }
     for (const auto& name : isa_names())
         if (isa_supported(name)) return kernels_by_name(name);
     return kernels_portable();
@@ -54,8 +111,8 @@ void select_isa(const std::string& name) {
     }
     const IsaKernels* k = kernels_by_name(name);
     if (!isa_supported(name))
-        throw std::runtime_error("instruction set '" + name + "' is not supported by this CPU; supported here: " +
-                                 supported_isas_text());
+        throw std::runtime_error("instruction set '" + name + "' is " + unsupported_reason(name) +
+                                 "; supported here: " + supported_isas_text());
     std::lock_guard<std::mutex> lock(g_isa_mutex);
     g_isa = k;
 }
@@ -343,8 +400,37 @@ static PreparedWeights prepare_weights_as(const uint32_t* words, int64_t o, int6
     return pw;
 }
 
+// WeightLayout::SignBytes (core.h): each weight as a signed byte, or a bit, in AMX B tiles.
+static PreparedWeights prepare_sign_bytes(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
+                                          int64_t groups, int lanes) {
+    const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups, nblocks = (og + lanes - 1) / lanes;
+    const AmxK k(cg, og, taps, groups);
+    PreparedWeights pw = prepare_weights_as(words, o, cg, kh, kw, groups, lanes, WeightLayout::Words);  // its tapsum
+    pw.layout = WeightLayout::SignBytes;
+    const int64_t bytes_per_block = k.bits ? k.block_bytes / 8 : k.block_bytes;
+    pw.blocks.assign(static_cast<size_t>(groups * nblocks * bytes_per_block / 4), 0u);
+    int8_t* bytes = reinterpret_cast<int8_t*>(pw.blocks.data());
+    uint64_t* rows = reinterpret_cast<uint64_t*>(pw.blocks.data());
+    for (int64_t oo = 0; oo < o; ++oo) {
+        const int64_t g = oo / og, oi = oo % og, ob = oi / lanes, l = oi % lanes;
+        for (int64_t t = 0; t < taps; ++t)
+            for (int64_t c = 0; c < cg; ++c) {
+                const bool negative = words[(oo * taps + t) * cw + c / 32] >> (c % 32) & 1u;
+                const int64_t chunk = c / k.kc, r = c % k.kc;  // B tile row r / 4, byte r % 4 of the lane
+                const int64_t tile = ((((g * nblocks + ob) * taps + t) * k.chunks + chunk) * (lanes / 16) + l / 16);
+                const int64_t byte = (r / 4) * 64 + (l % 16) * 4 + r % 4;  // within the tile
+                if (!k.bits)
+                    bytes[tile * k.kc * 16 + byte] = negative ? -1 : 1;
+                else if (negative)
+                    rows[tile * k.kc / 4 + byte / 64] |= uint64_t{1} << (byte % 64);
+            }
+    }
+    return pw;
+}
+
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,
                                 int64_t groups, const IsaKernels& isa) {
+    if (isa.weight_layout == WeightLayout::SignBytes) return prepare_sign_bytes(words, o, cg, kh, kw, groups, isa.lanes);
     return prepare_weights_as(words, o, cg, kh, kw, groups, isa.lanes, isa.weight_layout);
 }
 

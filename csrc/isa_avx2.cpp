@@ -163,6 +163,10 @@ static inline vint dot4(vint acc, vint a, vint w) {
     return acc + (vint)_mm256_madd_epi16(_mm256_maddubs_epi16((__m256i)a, (__m256i)w), _mm256_set1_epi16(1));
 }
 
+static inline uint32_t negative_lanes(vfloat v) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps((__m256)v, _mm256_setzero_ps(), _CMP_LT_OQ)));
+}
+
 }  // namespace isa_avx2
 
 const IsaKernels* kernels_avx2() { return &isa_avx2::kTable; }

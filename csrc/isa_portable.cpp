@@ -56,6 +56,12 @@ static inline vint dot4(vint acc, vint a, vint w) {
     return acc;
 }
 
+static inline uint32_t negative_lanes(vfloat v) {
+    uint32_t bits = 0;
+    for (int l = 0; l < VW; ++l) bits |= static_cast<uint32_t>(v[l] < 0.0f) << l;
+    return bits;
+}
+
 }  // namespace isa_portable
 
 const IsaKernels* kernels_portable() { return &isa_portable::kTable; }

@@ -58,13 +58,9 @@ static inline vint load_i(const int32_t* p) { vint v; __builtin_memcpy(&v, p, si
 static inline void store_f(float* p, vfloat v) { __builtin_memcpy(p, &v, sizeof v); }
 static inline void store_i(int32_t* p, vint v) { __builtin_memcpy(p, &v, sizeof v); }
 
-// One output pixel's L (or fewer) channels: back-transform, border correction, fused stage.
-// Lanes run the full L (stage arrays are padded to ostride); only the stores stop at nv.
-static inline void output_stage(const ConvShape& s, const Stage& st, const int32_t* pc, bool border,
-                                int64_t q, int64_t oy, int64_t ox, int64_t o0, int nv, const int32_t* tapsum,
-                                int32_t ktot) {
-    alignas(64) int32_t dot[L];
-    alignas(64) float y[L];
+// One output pixel's L dot products from its popcounts: back-transform and border correction.
+static inline void popcounts_to_dots(const ConvShape& s, const int32_t* pc, bool border, int64_t oy, int64_t ox,
+                                     int64_t o0, const int32_t* tapsum, int32_t ktot, int32_t* dot) {
     for (int l = 0; l < L; l += VW) store_i(dot + l, ktot - 2 * load_i(pc + l));
     if (border && s.pad == PadMode::Zero) {
         // Out-of-image taps were read as +1: remove their weight sums (exact zero padding).
@@ -78,6 +74,13 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
             }
         }
     }
+}
+
+// One output pixel q (output row oy) of L (or fewer) channels from its exact dot products: the fused
+// stage. Lanes run the full L (stage arrays are padded to ostride); only the stores stop at nv.
+static inline void output_stage(const ConvShape& s, const Stage& st, const int32_t* dot, int64_t q, int64_t oy,
+                                int64_t o0, int nv) {
+    alignas(64) float y[L];
     if (st.mode == OutMode::Int32) {
         int32_t* out = static_cast<int32_t*>(st.out) + q * s.o + o0;
         if (nv == L)
@@ -134,6 +137,76 @@ static inline void output_stage(const ConvShape& s, const Stage& st, const int32
     // Whole words, 32 lanes each (groups == 1, so o0 % 32 == 0).
     uint32_t* words = (packed ? static_cast<uint32_t*>(st.out) : st.bits) + q * words_for(s.o) + o0 / 32;
     for (int l = 0; l < nv; l += 32) words[l / 32] = lanes_to_bits(y + l, std::min(32, nv - l));
+}
+
+// Per lane of v: bit l = (v[l] < 0), as pack_word (NaN: 0). Defined by the unit.
+static inline uint32_t negative_lanes(vfloat v);
+
+// output_stage for several output positions of one image and W output channels from o0 (all of them
+// outputs; W = L, or 16 with o0 a multiple of 16 and little-endian bits): the same float operations, with
+// the per-channel factors loaded once for all positions (output_stage reloads them for every position,
+// since its stores might alias them) and no division. Position i: dots acc + row[i] * W, position
+// p[i] = oy * OW + ox within the image that starts at output position q0 (a multiple of OH * OW), output
+// row oy[i].
+template <int W = L>
+static void output_rows(const ConvShape& s, const Stage& st, const int32_t* acc, int count, const int8_t* row,
+                        const int32_t* p, const int32_t* oy, int64_t q0, int64_t o0) {
+    static_assert(W % VW == 0 && (W == 16 || W % 32 == 0), "whole vectors, whole halves of bit words");
+    constexpr int NV = W / VW;
+    if (st.mode == OutMode::Int32) {
+        for (int i = 0; i < count; ++i)
+            for (int l = 0; l < W; l += VW)
+                store_i(static_cast<int32_t*>(st.out) + (q0 + p[i]) * s.o + o0 + l, load_i(acc + row[i] * W + l));
+        return;
+    }
+    const bool packed = st.mode == OutMode::Packed, signs = packed || st.bits;
+    auto constants = [&](const float* a, vfloat* v) {
+        for (int j = 0; j < NV; ++j) v[j] = a ? load_f(a + o0 + j * VW) : vfloat{};
+    };
+    vfloat so[NV], bias[NV], slope[NV], pm[NV], pa[NV];
+    constants(st.scale_o, so), constants(st.bias, bias), constants(st.slope, slope);
+    constants(st.post_mul, pm), constants(st.post_add, pa);
+    // Locals: the stores below could alias the Stage's fields.
+    const float *scale_map = st.scale_map, *scale_rows = st.scale_rows, *scale_pos = st.scale_pos;
+    const float *kmap = st.kmap ? st.kmap + q0 : nullptr, *residual = packed ? nullptr : st.residual;
+    const bool has_so = st.scale_o, has_bias = st.bias, has_slope = st.slope, has_pm = st.post_mul,
+               has_pa = st.post_add;
+    float* out = packed ? nullptr : static_cast<float*>(st.out);
+    uint32_t* bits_out = packed ? static_cast<uint32_t*>(st.out) : st.bits;
+    const int64_t ostride = s.ostride, o = s.o, words = words_for(s.o);
+    const vfloat zero{};
+    for (int i = 0; i < count; ++i) {
+        const int64_t at = (q0 + p[i]) * o + o0;  // this position's output channels
+        const int32_t* dot = acc + row[i] * W;
+        const float* sm = scale_map ? scale_map + p[i] * ostride + o0 : nullptr;
+        const float* sr = scale_rows ? scale_rows + oy[i] * ostride + o0 : nullptr;
+        const float sp = scale_pos ? scale_pos[p[i]] : 1.0f;
+        const float kk = kmap ? kmap[p[i]] : 1.0f;
+        uint32_t bits[(W + 31) / 32] = {};
+        for (int j = 0; j < NV; ++j) {
+            vfloat v = __builtin_convertvector(load_i(dot + j * VW), vfloat);
+            if (sm) v = v * load_f(sm + j * VW);
+            else if (sr) v = v * (load_f(sr + j * VW) * sp);
+            else if (has_so && kmap) v = v * (so[j] * kk);
+            else if (has_so) v = v * so[j];
+            else if (kmap) v = v * kk;
+            if (has_bias) v = v + bias[j];
+            if (has_slope) v = v > zero ? v : v * slope[j];
+            if (out) {
+                if (residual) v = v + load_f(residual + at + j * VW);
+                store_f(out + at + j * VW, v);
+            }
+            if (signs) {
+                if (has_pm) v = v * pm[j];
+                if (has_pa) v = v + pa[j];
+                bits[j * VW / 32] |= negative_lanes(v) << (j * VW % 32);
+            }
+        }
+        if (signs && W == 16)  // half a word: the other half is another block's
+            reinterpret_cast<uint16_t*>(bits_out + (q0 + p[i]) * words)[o0 / 16] = static_cast<uint16_t>(bits[0]);
+        else if (signs)
+            for (int w = 0; w < W / 32; ++w) bits_out[(q0 + p[i]) * words + o0 / 32 + w] = bits[w];
+    }
 }
 
 // Work items: (group, block of L output channels, tile of P pixels), block-major, so that a
@@ -209,8 +282,11 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
             micro_row[np - 1](ind.data(), taps, cw, g * cw, wblocks + gb * wblock, pc);
             const int64_t o0 = g * og + ob * L;
             const int nv = static_cast<int>(std::min<int64_t>(L, og - ob * L));
-            for (int i = 0; i < np; ++i)
-                output_stage(s, st, pc + i * L, border[i], q0 + i, oys[i], oxs[i], o0, nv, tapsum, ktot);
+            alignas(64) int32_t dot[L];
+            for (int i = 0; i < np; ++i) {
+                popcounts_to_dots(s, pc + i * L, border[i], oys[i], oxs[i], o0, tapsum, ktot, dot);
+                output_stage(s, st, dot, q0 + i, oys[i], o0, nv);
+            }
         }
     }, item_cost);
 }
@@ -446,6 +522,36 @@ static constexpr std::array<Int8MicroFn, sizeof...(I)> make_int8_micro(std::inte
 }
 static constexpr auto kInt8Micro = make_int8_micro(std::make_integer_sequence<int, IP>{});
 
+// The int8 layer's output at one position (window origin iy0, ix0 in the padded input; output position q)
+// for W channels from o0 (nv of them stored): y = sum * scale + offset - the offsets of the taps on padding,
+// then the float epilogue.
+template <int W>
+static inline void int8_output(const ConvShape& s, const Int8Stage& st, const int32_t* acc, int64_t iy0, int64_t ix0,
+                               int64_t q, int64_t o0, int nv, float* out) {
+    alignas(64) float y[W];
+    for (int l = 0; l < W; l += VW)
+        store_f(y + l, __builtin_convertvector(load_i(acc + l), vfloat) * load_f(st.scale + o0 + l) +
+                           load_f(st.offset + o0 + l));
+    if (iy0 < st.pad_top || ix0 < st.pad_left || iy0 + s.dh * (s.kh - 1) >= st.pad_top + st.h ||
+        ix0 + s.dw * (s.kw - 1) >= st.pad_left + st.w)  // the taps on padding: codes 0, their offsets come off
+        for (int64_t ky = 0; ky < s.kh; ++ky) {
+            const int64_t iy = iy0 + ky * s.dh - st.pad_top;
+            for (int64_t kx = 0; kx < s.kw; ++kx) {
+                const int64_t ix = ix0 + kx * s.dw - st.pad_left;
+                if (iy >= 0 && iy < st.h && ix >= 0 && ix < st.w) continue;
+                const float* t = st.tap_offset + (ky * s.kw + kx) * st.ostride + o0;
+                for (int l = 0; l < W; l += VW) store_f(y + l, load_f(y + l) - load_f(t + l));
+            }
+        }
+    float* dst = out + q * s.o + o0;
+    if (nv == W) {
+        for (int l = 0; l < W; l += VW) store_f(dst + l, float_stage(load_f(y + l), st.post, o0 + l));
+    } else {
+        for (int l = 0; l < W; l += VW) store_f(y + l, float_stage(load_f(y + l), st.post, o0 + l));
+        std::copy(y, y + nv, dst);
+    }
+}
+
 static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* wblocks, const Int8Stage& st,
                            float* out) {
     const int64_t c = s.c, nblocks = (s.o + IL - 1) / IL;
@@ -455,11 +561,9 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
     for (int64_t r = 0; r < runs.count; ++r)
         run_offset[r] = s.dw == 1 ? r * s.dh * s.w * c : ((r / s.kw) * s.dh * s.w + (r % s.kw) * s.dw) * c;
     const int64_t npix = s.n * s.oh * s.ow, ntiles = (npix + IP - 1) / IP;
-    const int64_t span_h = s.dh * (s.kh - 1), span_w = s.dw * (s.kw - 1);
     // Items are tiles of pixels; each runs every block of channels on its windows.
     parallel_for(ntiles, [&](int64_t tb, int64_t te) {
         alignas(64) int32_t acc[IP * IL];
-        alignas(64) float y[IL];
         const uint8_t* origin[IP];
         int64_t iy0s[IP], ix0s[IP];
         for (int64_t tile = tb; tile < te; ++tile) {
@@ -480,30 +584,8 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
                 kInt8Micro[np - 1](origin, run_offset.data(), runs, wblocks + ob * k4 * IL, acc);
                 const int64_t o0 = ob * IL;
                 const int nv = static_cast<int>(std::min<int64_t>(IL, s.o - o0));
-                for (int i = 0; i < np; ++i) {
-                    const int64_t iy0 = iy0s[i], ix0 = ix0s[i];
-                    for (int l = 0; l < IL; l += VW)
-                        store_f(y + l, __builtin_convertvector(load_i(acc + i * IL + l), vfloat) *
-                                           load_f(st.scale + o0 + l) + load_f(st.offset + o0 + l));
-                    if (iy0 < st.pad_top || ix0 < st.pad_left || iy0 + span_h >= st.pad_top + st.h ||
-                        ix0 + span_w >= st.pad_left + st.w)  // the taps on padding: codes 0, their offsets come off
-                        for (int64_t ky = 0; ky < s.kh; ++ky) {
-                            const int64_t iy = iy0 + ky * s.dh - st.pad_top;
-                            for (int64_t kx = 0; kx < s.kw; ++kx) {
-                                const int64_t ix = ix0 + kx * s.dw - st.pad_left;
-                                if (iy >= 0 && iy < st.h && ix >= 0 && ix < st.w) continue;
-                                const float* t = st.tap_offset + (ky * s.kw + kx) * st.ostride + o0;
-                                for (int l = 0; l < IL; l += VW) store_f(y + l, load_f(y + l) - load_f(t + l));
-                            }
-                        }
-                    float* dst = out + (q0 + i) * s.o + o0;
-                    if (nv == IL) {
-                        for (int l = 0; l < IL; l += VW) store_f(dst + l, float_stage(load_f(y + l), st.post, o0 + l));
-                    } else {
-                        for (int l = 0; l < IL; l += VW) store_f(y + l, float_stage(load_f(y + l), st.post, o0 + l));
-                        std::copy(y, y + nv, dst);
-                    }
-                }
+                for (int i = 0; i < np; ++i)
+                    int8_output<IL>(s, st, acc + i * IL, iy0s[i], ix0s[i], q0 + i, o0, nv, out);
             }
         }
     }, static_cast<double>(IP * k4 * nblocks * IL) / 16.0);

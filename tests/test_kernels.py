@@ -258,7 +258,7 @@ def test_env_var_forces_each_path():
         else:  # this CPU lacks it: a clear error, not a crash
             assert result.returncode == 1 and "not supported by this CPU" in result.stderr
     bad = _core_in_subprocess("sse9")
-    assert bad.returncode == 1 and "valid: avx512, avx2, portable" in bad.stderr
+    assert bad.returncode == 1 and "valid: amx, avx512, avx2, portable" in bad.stderr
     assert ISAS[-1] == "portable" and _core_in_subprocess("auto").stdout.strip() == ISAS[0]
 
 
@@ -397,6 +397,53 @@ def test_float_output_with_its_bits(isa, o, with_residual):
     grouped = binary_conv(rng.standard_normal((64, 20, 3, 3)).astype(np.float32), 40, (6, 5), 2, pad=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="packed output needs groups == 1"):
         grouped.forward(_core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "nhwc", 2), None, "float+packed")
+
+
+DEEP_CASES = [  # n, c, o, h, w, stride: ResNet's deeper 3x3 layers, small (on AMX: tall tiles, weights as bits)
+    (1, 512, 64, 7, 7, 1),   # 72 tile steps, 64 outputs: tall items of 16 channels, bits expanded per step
+    (2, 256, 96, 6, 5, 2),   # stride 2 (a tile per output row), two images, 36 steps
+    (1, 512, 96, 4, 9, 1),   # three blocks of 32, positions past a padded row
+]
+
+
+@pytest.mark.parametrize("case", DEEP_CASES, ids=[f"c{c[1]}o{c[2]}s{c[5]}" for c in DEEP_CASES])
+def test_deep_layers_exact(isa, case):
+    """Deep layers, their dot products exact and their float output with its bits (each 16-channel half of a
+    bit word written by another block on AMX) as the float path and the packer give them."""
+    n, c, o, h, w, stride = case
+    rng = np.random.default_rng(o + c)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    conv, dots = run_conv(x, wt, (stride, stride), (1, 1, 1, 1))
+    np.testing.assert_array_equal(dots.transpose(0, 3, 1, 2), reference(x, wt, (stride, stride), (1, 1, 1, 1),
+                                                                        (1, 1), 1, 0.0))
+    post_mul, post_add = rng.uniform(-1.5, 1.5, o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    conv = binary_conv(wt, c, (h, w), 1, (stride, stride), (1, 1, 1, 1), scale=rng.uniform(0.5, 1.5, o).astype(
+        np.float32), bias=rng.standard_normal(o).astype(np.float32) * 10, slope=np.full(o, 0.25, np.float32),
+        post_mul=post_mul, post_add=post_add)
+    xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    y, bits = conv.forward(xp, None, "float+packed")
+    np.testing.assert_array_equal(y, conv.forward(xp, None, "float"))
+    np.testing.assert_array_equal(bits, _core.pack(y, "nhwc", 1, post_mul, post_add))
+    np.testing.assert_array_equal(conv.forward(xp, None, "packed"), bits)
+
+
+def test_amx_where_the_cpu_has_it():
+    """The AMX unit is offered exactly where the CPU has AMX (and Linux grants the tiles): every test above then
+    runs it; elsewhere it says why."""
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    cpu_has = {"amx_tile", "amx_int8", "avx512_vpopcntdq", "avx512_vnni"} <= flags
+    if not cpu_has:
+        assert "amx" not in ISAS
+        result = _core_in_subprocess("amx")
+        assert result.returncode == 1 and "not supported by this CPU" in result.stderr
+        pytest.skip("skipped: no AMX on this CPU (amx_tile, amx_int8 in /proc/cpuinfo)")
+    assert "amx" in ISAS and ISAS[0] == "amx", "this CPU has AMX, but Linux refused its tiles (see stderr)"
 
 
 # ---------------------------------------------------------------------------------------- the int8 input layer

@@ -49,7 +49,11 @@ static void pack_weights_oihw(const float* w, int64_t o, int64_t cg, int64_t kh,
 int main(int argc, char** argv) {
     const std::string name = argc > 1 ? argv[1] : "avx512";
     const IsaKernels* ref = kernels_portable();
-    const IsaKernels* test = name == "avx512" ? kernels_avx512() : name == "avx2" ? kernels_avx2() : ref;
+    if (name == "amx" && !isa_supported("amx")) {  // (this also asks Linux for the tile state)
+        std::printf("amx: skipped: no AMX on this CPU\n");
+        return 0;
+    }
+    const IsaKernels* test = isa_by_name(name);
     std::mt19937 rng(1234);
     auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     std::normal_distribution<float> normal;
@@ -218,7 +222,7 @@ int main(int argc, char** argv) {
         s.oh = (s.h - s.dh * (s.kh - 1) - 1) / s.sh + 1;
         s.ow = (s.w - s.dw * (s.kw - 1) - 1) / s.sw + 1;
         const int64_t k = s.kh * s.kw * s.c, ostride = (s.o + 63) / 64 * 64 + 64;
-        std::vector<uint8_t> codes(s.n * s.h * s.w * s.c + 8, 0);
+        std::vector<uint8_t> codes(s.n * s.h * s.w * s.c + int8_input_slack(s.c, s.sw), 0);
         for (int64_t b = 0; b < s.n; ++b)
             for (int64_t y = 0; y < h; ++y)
                 for (int64_t x = 0; x < w * s.c; ++x)

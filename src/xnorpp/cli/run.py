@@ -13,8 +13,8 @@ def register(subparsers) -> None:
         description="Load a packed model with xnorpp.runtime (numpy + packed kernels). With --dataset: top-1 "
                     "accuracy on that data set's test split. With --input: a .npy array (uint8 pixels, or float32 "
                     "inputs already normalized) or a folder of images (class folders give labels); prints one "
-                    "prediction per image, or top-1 when labels are known (--labels). XNORPP_ISA=avx512|avx2|"
-                    "portable forces a kernel path.")
+                    "prediction per image, or top-1 when labels are known (--labels). XNORPP_ISA=amx|avx512|"
+                    "avx2|portable forces a kernel path.")
     p.add_argument("model", metavar="MODEL", help="packed model file written by `xnorpp export`")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="evaluate on this data set's test split "

@@ -5,8 +5,9 @@
 >>> logits = model(images)                         # float32 numpy array (N, C, H, W)
 
 Binary layers run bit-packed kernels (1 bit per weight and activation, XNOR + popcount)
-with an instruction-set path chosen once from the CPU: ``avx512`` (AVX-512 VPOPCNTDQ + VNNI),
-``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
+with an instruction-set path chosen once from the CPU: ``amx`` (Intel AMX tiles: the binary convolutions
+and the int8 input layer as int8 tile products, the rest as ``avx512``), ``avx512`` (AVX-512 VPOPCNTDQ +
+VNNI), ``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
 if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
 Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
 during a model's call the threads wait for its next layer by spinning; between calls they sleep (after
@@ -21,12 +22,12 @@ from .model import PackedModel, load
 
 
 def isa() -> str:
-    """The instruction-set path new layers use: 'avx512', 'avx2' or 'portable'."""
+    """The instruction-set path new layers use: 'amx', 'avx512', 'avx2' or 'portable'."""
     return _core.isa()
 
 
 def set_isa(name: str) -> None:
-    """Force an instruction-set path ('avx512', 'avx2', 'portable', or 'auto') for layers loaded after."""
+    """Force an instruction-set path ('amx', 'avx512', 'avx2', 'portable', or 'auto') for layers loaded after."""
     _core.set_isa(name)
 
 
