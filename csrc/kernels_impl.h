@@ -209,6 +209,16 @@ static void output_rows(const ConvShape& s, const Stage& st, const int32_t* acc,
     }
 }
 
+// Rows 0, 1, 2, ... of a tile of dot products (output_rows).
+static constexpr struct RowIndex {
+    int8_t row[64];
+    constexpr RowIndex() : row() {
+        for (int i = 0; i < 64; ++i) row[i] = static_cast<int8_t>(i);
+    }
+} kRowIndexTable{};
+static constexpr const int8_t* kRowIndex = kRowIndexTable.row;
+static_assert(P <= 64, "a tile's rows are indexed by kRowIndex");
+
 // Work items: (group, block of L output channels, tile of P pixels), block-major, so that a
 // thread's share of a deep layer reads only its blocks' weights, and a layer with few pixels
 // (7x7 at batch 1) still splits over both pixels and channels.
@@ -243,6 +253,7 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
         alignas(64) int32_t pc[P * L];
         bool border[P];
         int64_t oys[P], oxs[P];
+        int32_t pos[P], oy32[P];  // position within its image, output row (output_rows)
         int64_t have_tile = -1;
         int np = 0;
         for (int64_t item = ib; item < ie; ++item) {
@@ -256,6 +267,8 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
                 for (int i = 0; i < np; ++i) {
                     oys[i] = oy;
                     oxs[i] = ox;
+                    pos[i] = static_cast<int32_t>(oy * s.ow + ox);
+                    oy32[i] = static_cast<int32_t>(oy);
                     const uint32_t* img = x + n * s.h * s.w * pw;
                     const int64_t iy0 = oy * s.sh - s.pt, ix0 = ox * s.sw - s.pl;
                     border[i] = iy0 < 0 || ix0 < 0 || iy0 + span_h >= s.h || ix0 + span_w >= s.w;
@@ -282,10 +295,18 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
             micro_row[np - 1](ind.data(), taps, cw, g * cw, wblocks + gb * wblock, pc);
             const int64_t o0 = g * og + ob * L;
             const int nv = static_cast<int>(std::min<int64_t>(L, og - ob * L));
-            alignas(64) int32_t dot[L];
-            for (int i = 0; i < np; ++i) {
-                popcounts_to_dots(s, pc + i * L, border[i], oys[i], oxs[i], o0, tapsum, ktot, dot);
-                output_stage(s, st, dot, q0 + i, oys[i], o0, nv);
+            alignas(64) int32_t dots[P * L];
+            for (int i = 0; i < np; ++i) popcounts_to_dots(s, pc + i * L, border[i], oys[i], oxs[i], o0, tapsum, ktot,
+                                                            dots + i * L);
+            if (nv < L) {
+                for (int i = 0; i < np; ++i) output_stage(s, st, dots + i * L, q0 + i, oys[i], o0, nv);
+                continue;
+            }
+            // The stage for the tile's pixels at once, an image at a time.
+            for (int i0 = 0, i1; i0 < np; i0 = i1) {
+                i1 = i0 + 1;
+                while (i1 < np && pos[i1] > pos[i1 - 1]) ++i1;  // the same image
+                output_rows(s, st, dots + i0 * L, i1 - i0, kRowIndex, pos + i0, oy32 + i0, q0 + i0 - pos[i0], o0);
             }
         }
     }, item_cost);
