@@ -7,7 +7,7 @@ Usage: python benchmarks/bench_engines.py [--threads 1 2] [--batch 1 8] [--round
 Candidates, all on the same seeded random 224×224 input (random 8-bit images normalized with
 ImageNet's mean and std, what a user feeds):
 
-* xnorpp: the binary ResNet-18 of XNOR-Net++ (γ_o-h-w scaling), exported to a packed ``.xnor``
+* xnorpp: the binary ResNet-18 of XNOR-Net++ (γ_o-h-w scaling, or ``--scaling``), exported to a packed ``.xnor``
   file and run by ``xnorpp.runtime``. It is the baseline of every ratio. A second row runs the same
   file with the int8 input layer (``runtime.load(path, input_layer="int8")``).
 * PyTorch eager fp32: torchvision's ResNet-18 (the same architecture, reproduced here when
@@ -15,12 +15,15 @@ ImageNet's mean and std, what a user feeds):
 * ONNX Runtime fp32 and int8, OpenVINO fp32 and int8: that ResNet-18 exported to ONNX by this
   script, and a static QDQ int8 quantization of it (onnxruntime.quantization, per channel, S8
   weights, U8 activations, calibrated on generated images). Both engines run the same two files.
+* OpenVINO binary (BinaryConvolution): xnorpp's binary ResNet-18, the same .xnor file, converted to an
+  OpenVINO IR by ``xnorpp.export.to_openvino`` (binary convs as OpenVINO's own ``BinaryConvolution``,
+  signs as 2-level FakeQuantize): OpenVINO's binary engine on the very network xnorpp runs.
 
 Weights are random (speed does not depend on their values); batch-norm statistics, scaling
 factors and PReLU slopes are randomized too, so that the output checks exercise the folding
 done by each exporter. Each output is checked: fp32 engines against PyTorch fp32, each int8
-engine against its own fp32 run, xnorpp against the binary model in PyTorch (with the int8 input
-layer: that model with its first conv's weights rounded as the int8 layer rounds them). A row whose top-1
+engine against its own fp32 run, xnorpp and OpenVINO binary against the binary model in PyTorch (with the int8
+input layer: that model with its first conv's weights rounded as the int8 layer rounds them). A row whose top-1
 differs or whose relative difference is too large is flagged.
 
 Timing: per configuration (threads × batch) the candidates are called in interleaved rounds,
@@ -33,8 +36,8 @@ The table is printed and written to benchmarks/results/engines-<isa>-<YYYYMMDD-H
 On a CPU with AVX-512, ``--isa avx2`` alone pits xnorpp's AVX2 path against engines that use AVX-512
 (and VNNI for int8). ``--engines-isa avx2`` caps PyTorch and OpenVINO at AVX2 too (oneDNN's, MKL's and
 ATen's own settings: common.ENGINE_ISA_CAPS), which is how they run on an AVX2-only CPU; ONNX Runtime has
-no such setting and keeps the CPU's best. The kernels OpenVINO actually chose are listed under the table,
-and the file name gains ``-engines-avx2``.
+no such setting and keeps the CPU's best; nor has OpenVINO's binary convolution, its own JIT kernel. The kernels
+OpenVINO actually chose are listed under the table, and the file name gains ``-engines-avx2``.
 ONNX Runtime and OpenVINO are optional: without them their rows are skipped with a note
 (``pip install 'xnorpp[bench]'``).
 """
@@ -177,6 +180,14 @@ def randomize(model: nn.Module, gen: torch.Generator) -> nn.Module:
     return model.eval()
 
 
+def binary_resnet18(gen: torch.Generator, scaling: str = "gamma-o-h-w") -> nn.Module:
+    """xnorpp's binary ResNet-18 for 224×224 ImageNet images, randomized with ``gen`` (see randomize)."""
+    from xnorpp.models import create
+
+    return randomize(create("resnet18", num_classes=NUM_CLASSES, in_channels=3, input_size=(SIZE, SIZE),
+                            scaling=scaling), gen)
+
+
 # -- ONNX files -------------------------------------------------------------------------------------------
 def export_onnx(model: nn.Module, path: str, opset: int = 17) -> None:
     """The fp32 model to ONNX with a dynamic batch axis named 'batch' (TorchScript exporter: no onnxscript)."""
@@ -248,12 +259,14 @@ def ort_precision(path: str, tmp: str) -> str:
 OV_PRECISION = "f32"  # OpenVINO's default on CPUs with AVX512_BF16/AMX is bf16: pin f32 for the "fp32" rows
 
 
-def ov_compile(core, path: str, threads: int, batch: int):
+def ov_compile(core, path: str, threads: int, batch: int, perf_count: bool = False):
+    """``path`` (ONNX or IR) compiled for the CPU at the benchmark's settings; ``perf_count``: with OpenVINO's
+    per-layer counters (InferRequest.get_profiling_info)."""
     model = core.read_model(path)
     model.reshape([batch, 3, SIZE, SIZE])  # static shapes: OpenVINO's fast path
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
               "INFERENCE_PRECISION_HINT": OV_PRECISION}
-    compiled = core.compile_model(model, "CPU", config)
+    compiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": perf_count})
     got = {key: str(compiled.get_property(key)) for key in config}
     if (got["INFERENCE_NUM_THREADS"] != str(threads) or got["NUM_STREAMS"] != "1"
             or "LATENCY" not in got["PERFORMANCE_HINT"].upper()
@@ -264,14 +277,17 @@ def ov_compile(core, path: str, threads: int, batch: int):
 
 def ov_precision(compiled) -> str:
     """Runtime precision and kernel of the convolutions and the classifier in OpenVINO's executable graph
-    (u8/i8: integer kernels on 8-bit activations and i8 weights; f32; bf16. The kernel's name says its ISA,
-    e.g. brgconv_avx512_I8, jit_avx2_I8)."""
+    (u8/i8: integer kernels on 8-bit activations and i8 weights; f32; bf16; u1: binary. The kernel's name says
+    its ISA, e.g. brgconv_avx512_I8, jit_avx2_I8, jit_avx512_u1). For a binary convolution, "→ u1" says that it
+    writes its output as bits (the next binary convolution's signs fused into it)."""
     counts: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
         layer, prec = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
-        if layer in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul"):
-            key = f"{layer} {prec} ({info['primitiveType'].astype(str)})"
+        if layer in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "BinaryConvolution"):
+            writes_bits = layer == "BinaryConvolution" and info["outputPrecisions"].astype(str) == "u1"
+            bits_out = " → u1" if writes_bits else ""
+            key = f"{layer} {prec}{bits_out} ({info['primitiveType'].astype(str)})"
             counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
@@ -333,7 +349,7 @@ class Candidate:
 # -- the benchmark ----------------------------------------------------------------------------------------
 def build_candidates(threads: int, batch: int, x: np.ndarray, packed, packed_int8, fp32_model: nn.Module,
                      ref_binary: np.ndarray, ref_binary_int8: np.ndarray, ref_fp32: np.ndarray, *, engines,
-                     use_ort: bool, ov_core,
+                     use_ort: bool, ov_core, ov_onnx: bool, ov_binary_ir: str | None,
                      make_int8: bool, onnx_fp32: str, onnx_int8: str, spin: bool,
                      precision_info: dict) -> list[Candidate]:
     """The candidates of one configuration, each set up for it and its output checked once; xnorpp first.
@@ -358,7 +374,13 @@ def build_candidates(threads: int, batch: int, x: np.ndarray, packed, packed_int
         c8 = Candidate("ONNX Runtime", "int8", lambda: s8.run(None, {"input": x})[0], "ONNX Runtime fp32")
         c8.check(c32.check(ref_fp32))
         cands += [c32, c8]
-    if ov_core is not None:
+    if ov_binary_ir is not None:
+        mb = ov_compile(ov_core, ov_binary_ir, threads, batch)
+        cb = Candidate("OpenVINO binary (BinaryConvolution)", "binary", ov_runner(mb, x), "binary ResNet-18 in PyTorch")
+        cb.check(ref_binary)
+        precision_info.setdefault("OpenVINO binary", ov_precision(mb))
+        cands.append(cb)
+    if ov_onnx:
         m32 = ov_compile(ov_core, onnx_fp32, threads, batch)
         c32 = Candidate("OpenVINO", "fp32", ov_runner(m32, x), "PyTorch fp32")
         out32 = c32.check(ref_fp32)
@@ -394,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: few rounds, batch 1, 1 thread")
     parser.add_argument("--engines", nargs="+", choices=("torch", "ort", "openvino"),
                         default=["torch", "ort", "openvino"], help="engines besides xnorpp (default: all)")
-    parser.add_argument("--isa", help="xnorpp instruction-set path (avx512, avx2, portable; default: the best)")
+    parser.add_argument("--isa", help="xnorpp instruction-set path (amx, avx512, avx2, portable; default: the best)")
+    parser.add_argument("--scaling", default="gamma-o-h-w",
+                        help="scaling of the binary ResNet-18 (default: gamma-o-h-w; with gamma-o OpenVINO fuses the "
+                             "next layer's signs into its binary convolutions)")
     parser.add_argument("--engines-isa", choices=ENGINE_ISAS, default="native",
                         help="cap PyTorch's and OpenVINO's kernels at this ISA, as on a CPU without AVX-512 "
                              "(default: native, the CPU's best; ONNX Runtime cannot be capped)")
@@ -423,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from xnorpp import runtime
     from xnorpp.export import export_model
-    from xnorpp.models import create
-
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -441,14 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import openvino as ov
         except ImportError:
-            skipped.append(f"OpenVINO fp32/int8 (openvino not installed: {INSTALL_HINT})")
+            skipped.append(f"OpenVINO fp32/int8/binary (openvino not installed: {INSTALL_HINT})")
     use_ort = ort is not None and "ort" in args.engines
+    ov_module = ov  # the binary row needs no ONNX
     make_int8 = ort is not None
     if use_ort or ov is not None:
         try:
             import onnx  # noqa: F401  (torch.onnx.export and the quantizer need it)
         except ImportError:
-            skipped.append(f"ONNX Runtime and OpenVINO (onnx not installed: {INSTALL_HINT})")
+            skipped.append(f"ONNX Runtime and OpenVINO fp32/int8 (onnx not installed: {INSTALL_HINT})")
             use_ort, ov, make_int8 = False, None, False
 
     max_threads, max_batch = max(threads_list), max(batches)
@@ -461,8 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     fp32_model, fp32_source = float_resnet18()
     randomize(fp32_model, gen)
-    binary_model = randomize(create("resnet18", num_classes=NUM_CLASSES, in_channels=3, input_size=(SIZE, SIZE),
-                                    scaling="gamma-o-h-w"), gen)
+    binary_model = binary_resnet18(gen, args.scaling)
 
     rounded_model = copy.deepcopy(binary_model)  # the reference of the int8 input layer
     stem = rounded_model.stem[0]
@@ -494,7 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         if use_ort:
             precision_info["ONNX Runtime int8"] = ort_precision(onnx_int8, tmp)
             precision_info["ONNX Runtime fp32"] = ort_precision(onnx_fp32, tmp)
-        core = ov.Core() if ov is not None else None
+        core = ov_module.Core() if ov_module is not None else None
+        ov_binary_ir = None
+        if core is not None:
+            from xnorpp.export import to_openvino
+
+            log("converting the .xnor to OpenVINO IR")
+            ov_binary_ir = str(to_openvino(xnor_path, tmp))
 
         for threads in threads_list:
             runtime.set_num_threads(threads)
@@ -504,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                 x = np.ascontiguousarray(images[:batch])
                 cands = build_candidates(threads, batch, x, packed, packed_int8, fp32_model, ref_binary[batch],
                                          ref_binary_int8[batch], ref_fp32[batch], engines=args.engines,
-                                         use_ort=use_ort, ov_core=core,
+                                         use_ort=use_ort, ov_core=core, ov_onnx=ov is not None,
+                                         ov_binary_ir=ov_binary_ir,
                                          make_int8=make_int8, onnx_fp32=onnx_fp32, onnx_int8=onnx_int8,
                                          spin=args.spin, precision_info=precision_info)
                 log(f"threads {threads}, batch {batch}: {warmup} warm-up + {rounds} rounds of {len(cands)}")
@@ -543,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"OpenVINO: INFERENCE_NUM_THREADS = threads, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1, "
                      f"INFERENCE_PRECISION_HINT {OV_PRECISION} (its default is bf16 on CPUs with AVX512_BF16 or "
                      f"AMX), model reshaped to the batch; its TBB workers have no spin setting (they idle within "
-                     f"about 1 ms here).")
+                     f"about 1 ms here). OpenVINO binary: the .xnor as an IR by xnorpp.export.to_openvino, the same "
+                     f"settings.")
     if make_int8:
         notes.append(f"int8 model: onnxruntime.quantization.quantize_static, QDQ, per channel, S8 weights, U8 "
                      f"activations, MinMax over {args.calibration_images} images like the input (seed "
@@ -555,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": threads_list, "batches": batches, "rounds": rounds, "warmup": warmup, "seed": args.seed,
         "input": f"{SIZE}x{SIZE}, random 8-bit images normalized with ImageNet's mean and std (seed {args.seed})",
         "fp32_model": fp32_source,
-        "binary_model": 'xnorpp.models.create("resnet18", scaling="gamma-o-h-w", input_size=(224, 224))',
+        "binary_model": f'xnorpp.models.create("resnet18", scaling="{args.scaling}", input_size=(224, 224))',
         "calibration_images": args.calibration_images, "versions": versions(), "precision": precision_info,
         "tolerance": TOLERANCE, "spin": args.spin, "gap_ms": args.gap_ms,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "skipped": skipped, "notes": notes, "quick": args.quick,
@@ -566,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         os.makedirs(args.out_dir, exist_ok=True)
         capped = "" if ENGINES_ISA == "native" else f"-engines-{ENGINES_ISA}"
-        stem = os.path.join(args.out_dir, f"engines-{isa}{capped}-{datetime.datetime.now():%Y%m%d-%H%M}")
+        scaling = "" if args.scaling == "gamma-o-h-w" else f"-{args.scaling}"
+        stem = os.path.join(args.out_dir, f"engines-{isa}{capped}{scaling}-{datetime.datetime.now():%Y%m%d-%H%M}")
         with open(stem + ".md", "w") as f:
             f.write(text + "\n")
         with open(stem + ".json", "w") as f:
@@ -579,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WARNING: {r['engine']} {r['precision']} (threads {r['threads']}, batch {r['batch']}): "
                   f"output check failed: {r['flag']}", file=sys.stderr)
     # Exit status 1 only when xnorpp's own output is wrong: other engines' flags are reported, not fatal.
-    return 1 if any(r["flag"] for r in rows if r["precision"] == "binary") else 0
+    return 1 if any(r["flag"] for r in rows if r["engine"].startswith("xnorpp")) else 0
 
 
 def render(meta: dict, rows: list[dict]) -> str:

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xnorpp",
         description="Binary neural networks with XNOR-Net++ scaling: train, compare, export, run packed.",
-        epilog=f"`xnorpp run` works with the base install; the other commands need {_TRAIN_EXTRA_NOTE}. "
+        epilog=f"`xnorpp run` works with the base install (and so does `xnorpp export MODEL.xnor --format openvino`, "
+               f"with the openvino extra); the other commands need {_TRAIN_EXTRA_NOTE}. "
                "--debug (or XNORPP_DEBUG=1) shows the traceback of an error, for bug reports.")
     parser.add_argument("--version", action="version", version=f"xnorpp {_version()}")
     debug_help = "show the traceback of an error (for bug reports; also XNORPP_DEBUG=1)"
