@@ -31,7 +31,7 @@ one call of each per round, the starting candidate rotated each round, after war
 Reported: min and median wall time, the paired median ratios (median over rounds of candidate
 time / xnorpp time in the same round, against each of the two xnorpp rows) and the CPU cores the
 process used during the calls.
-The table is printed and written to benchmarks/results/engines-<isa>-<YYYYMMDD-HHMM>.md/.json.
+The table is printed and written to benchmarks/results/engines-<isa>[-engines-avx2][-<scaling>]-<YYYYMMDD-HHMMSS>.md/.json.
 
 On a CPU with AVX-512, ``--isa avx2`` alone pits xnorpp's AVX2 path against engines that use AVX-512
 (and VNNI for int8). ``--engines-isa avx2`` caps PyTorch and OpenVINO at AVX2 too (oneDNN's, MKL's and
@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.out_dir, exist_ok=True)
         capped = "" if ENGINES_ISA == "native" else f"-engines-{ENGINES_ISA}"
         scaling = "" if args.scaling == "gamma-o-h-w" else f"-{args.scaling}"
-        stem = os.path.join(args.out_dir, f"engines-{isa}{capped}{scaling}-{datetime.datetime.now():%Y%m%d-%H%M}")
+        stem = os.path.join(args.out_dir, f"engines-{isa}{capped}{scaling}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         with open(stem + ".md", "w") as f:
             f.write(text + "\n")
         with open(stem + ".json", "w") as f:

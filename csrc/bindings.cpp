@@ -505,30 +505,16 @@ nb::ndarray<nb::numpy, float> avg_pool2d(const InArray& x, std::array<int64_t, 2
     const float* xd;
     float* out;
     auto result = pool_output(x, "avg_pool2d", kernel, stride, padding, {1, 1}, out_size, &xd, &out);
-    const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3), oh = out_size[0], ow = out_size[1];
+    ConvShape s = conv_shape(x.shape(0), x.shape(3), x.shape(3), kernel[0], kernel[1], stride, {1, 1});
+    s.h = x.shape(1);
+    s.w = x.shape(2);
+    s.pt = padding[0];
+    s.pl = padding[2];
+    s.oh = out_size[0];
+    s.ow = out_size[1];
     {
-    nb::gil_scoped_release release;
-    parallel_for(n * oh, [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) {
-            const int64_t b = row / oh, oy = row % oh;
-            const int64_t y0 = oy * stride[0] - padding[0], y1 = std::min(y0 + kernel[0], h + padding[1]);
-            const int64_t cy0 = std::max<int64_t>(y0, 0), cy1 = std::min(y1, h);
-            for (int64_t ox = 0; ox < ow; ++ox) {
-                const int64_t x0 = ox * stride[1] - padding[2], x1 = std::min(x0 + kernel[1], w + padding[3]);
-                const int64_t cx0 = std::max<int64_t>(x0, 0), cx1 = std::min(x1, w);
-                float* __restrict m = out + (row * ow + ox) * c;
-                std::fill(m, m + c, 0.0f);
-                for (int64_t iy = cy0; iy < cy1; ++iy)
-                    for (int64_t ix = cx0; ix < cx1; ++ix) {
-                        const float* __restrict v = xd + ((b * h + iy) * w + ix) * c;
-                        for (int64_t j = 0; j < c; ++j) m[j] += v[j];
-                    }
-                const int64_t count = count_include_pad ? (y1 - y0) * (x1 - x0) : (cy1 - cy0) * (cx1 - cx0);
-                const float scale = 1.0f / static_cast<float>(std::max<int64_t>(count, 1));
-                for (int64_t j = 0; j < c; ++j) m[j] *= scale;
-            }
-        }
-    }, static_cast<double>(ow * kernel[0] * kernel[1] * c) / 4);
+        nb::gil_scoped_release release;
+        current_isa()->avg_pool(s, xd, padding[1], padding[3], count_include_pad, out);
     }
     return result;
 }

@@ -167,6 +167,11 @@ struct IsaKernels {
     // Max pooling of NHWC floats [N][H][W][C] (s.n, h, w, c; the window: kh, kw, sh, sw, dh, dw, pt, pl) to
     // [N][OH][OW][C]; out-of-image taps are skipped, NaN propagates.
     void (*max_pool)(const ConvShape& s, const float* x, float* out);
+    // Average pooling, the same layout and window (dilation 1), PyTorch's divisors: a window starts at
+    // o*stride - pad and ends at min(start + kernel, size + pad_end) (pad_end: bottom, right padding);
+    // count_include_pad divides by that span, otherwise by the part inside the image.
+    void (*avg_pool)(const ConvShape& s, const float* x, int64_t pad_bottom, int64_t pad_right, bool count_include_pad,
+                     float* out);
 };
 
 const IsaKernels* kernels_amx();  // nullptr when built without AMX support

@@ -683,6 +683,39 @@ static void max_pool_impl(const ConvShape& s, const float* x, float* out) {
     }, static_cast<double>(s.ow * s.kh * s.kw * c) / (2 * VW));
 }
 
+// Sums the in-image taps in the order iy, ix (the same float additions for every lane, as the scalar loop
+// did), then multiplies by 1 / count; the channels are the vector lanes, the last partial vector scalar.
+static void avg_pool_impl(const ConvShape& s, const float* x, int64_t pad_bottom, int64_t pad_right,
+                          bool count_include_pad, float* out) {
+    const int64_t c = s.c, full = c / VW * VW;
+    parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
+        for (int64_t row = rb; row < re; ++row) {
+            const int64_t b = row / s.oh, oy = row % s.oh;
+            const int64_t y0 = oy * s.sh - s.pt, y1 = std::min(y0 + s.kh, s.h + pad_bottom);
+            const int64_t cy0 = std::max<int64_t>(y0, 0), cy1 = std::min(y1, s.h);
+            for (int64_t ox = 0; ox < s.ow; ++ox) {
+                const int64_t x0 = ox * s.sw - s.pl, x1 = std::min(x0 + s.kw, s.w + pad_right);
+                const int64_t cx0 = std::max<int64_t>(x0, 0), cx1 = std::min(x1, s.w);
+                const int64_t count = count_include_pad ? (y1 - y0) * (x1 - x0) : (cy1 - cy0) * (cx1 - cx0);
+                const float scale = 1.0f / static_cast<float>(std::max<int64_t>(count, 1));
+                float* m = out + (row * s.ow + ox) * c;
+                for (int64_t j = 0; j < full; j += VW) {
+                    vfloat acc{};
+                    for (int64_t iy = cy0; iy < cy1; ++iy)
+                        for (int64_t ix = cx0; ix < cx1; ++ix) acc = acc + load_f(x + ((b * s.h + iy) * s.w + ix) * c + j);
+                    store_f(m + j, acc * scale);
+                }
+                for (int64_t j = full; j < c; ++j) {
+                    float acc = 0.0f;
+                    for (int64_t iy = cy0; iy < cy1; ++iy)
+                        for (int64_t ix = cx0; ix < cx1; ++ix) acc += x[((b * s.h + iy) * s.w + ix) * c + j];
+                    m[j] = acc * scale;
+                }
+            }
+        }
+    }, static_cast<double>(s.ow * s.kh * s.kw * c) / (2 * VW));
+}
+
 static const IsaKernels kTable = {kIsaName, L, &pack_impl, &conv_impl, FL, &float_conv_impl,
                                   &float_depthwise_impl, kWeightLayout, IL, &int8_conv_impl, &int8_codes_impl,
-                                  &max_pool_impl};
+                                  &max_pool_impl, &avg_pool_impl};

@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
     }
     // The int8 input layer: exact integer sums, then the same float operations (no FMA contraction), so
     // the outputs must be bit-identical; and max pooling, which only compares and copies.
-    int int8_checked = 0, pool_checked = 0;
+    int int8_checked = 0, pool_checked = 0, avg_checked = 0;
     for (int trial = 0; trial < 200; ++trial) {
         ConvShape s;
         s.c = uni(1, 4);
@@ -271,6 +271,15 @@ int main(int argc, char** argv) {
             std::printf("max pool mismatch: trial %d\n", trial);
             ++failures;
         }
+        // Average pooling of the same values (dilation 1; the divisor with and without the padding).
+        if (s.dh != 1 || s.dw != 1) continue;
+        ref->avg_pool(p, x.data(), p.pt, p.pl, trial % 2 == 0, pool_r.data());
+        test->avg_pool(p, x.data(), p.pt, p.pl, trial % 2 == 0, pool_t.data());
+        ++avg_checked;
+        if (std::memcmp(pool_r.data(), pool_t.data(), pool_r.size() * 4) != 0) {
+            std::printf("avg pool mismatch: trial %d\n", trial);
+            ++failures;
+        }
     }
     // The int8 layer's codes: halves, both clamp edges, infinities, and a NaN in some rows; any length.
     int codes_checked = 0;
@@ -292,8 +301,8 @@ int main(int argc, char** argv) {
         }
     }
     std::printf("%s vs portable: %d convolutions compared; float: %d compared, %d bit-identical, max rel diff "
-                "%.1e; int8 input layer: %d compared, its codes: %d; max pool: %d compared; %d mismatches\n",
+                "%.1e; int8 input layer: %d compared, its codes: %d; max pool: %d, average pool: %d compared; %d mismatches\n",
                 test->name, checked, float_checked, float_identical, worst, int8_checked, codes_checked, pool_checked,
-                failures);
+                avg_checked, failures);
     return failures ? 1 : 0;
 }
