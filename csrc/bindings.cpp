@@ -461,15 +461,23 @@ private:
     bool relu_;
 };
 
-// Checks the arguments of a pooling call on (N, H, W, C) float32 and allocates its (N, OH, OW, C) output.
+// Checks the arguments of a pooling call on (N, H, W, C) float32, allocates its (N, OH, OW, C) output and
+// gives the window as a ConvShape (C channels in and out).
 nb::ndarray<nb::numpy, float> pool_output(const InArray& x, const char* what, std::array<int64_t, 2> kernel,
                                           std::array<int64_t, 2> stride, std::array<int64_t, 4> padding,
                                           std::array<int64_t, 2> dilation, std::array<int64_t, 2> out_size,
-                                          const float** xd, float** out) {
+                                          const float** xd, float** out, ConvShape* s) {
     *xd = checked<float>(x, (std::string(what) + ": x").c_str(), {4});
     check_geometry(what, stride, padding, dilation, {int64_t(x.shape(1)), int64_t(x.shape(2))}, out_size);
     if (kernel[0] < 1 || kernel[1] < 1 || kernel[0] > kMaxGeometry || kernel[1] > kMaxGeometry)
         throw std::invalid_argument(std::string(what) + ": kernel must be in [1, 2^24]");
+    *s = conv_shape(x.shape(0), x.shape(3), x.shape(3), kernel[0], kernel[1], stride, dilation);
+    s->h = x.shape(1);
+    s->w = x.shape(2);
+    s->pt = padding[0];
+    s->pl = padding[2];
+    s->oh = out_size[0];
+    s->ow = out_size[1];
     return new_array<float>({size_t(x.shape(0)), size_t(out_size[0]), size_t(out_size[1]), size_t(x.shape(3))}, out);
 }
 
@@ -481,14 +489,8 @@ nb::ndarray<nb::numpy, float> max_pool2d(const InArray& x, std::array<int64_t, 2
                                          std::array<int64_t, 2> out_size) {
     const float* xd;
     float* out;
-    auto result = pool_output(x, "max_pool2d", kernel, stride, padding, dilation, out_size, &xd, &out);
-    ConvShape s = conv_shape(x.shape(0), x.shape(3), x.shape(3), kernel[0], kernel[1], stride, dilation);
-    s.h = x.shape(1);
-    s.w = x.shape(2);
-    s.pt = padding[0];
-    s.pl = padding[2];
-    s.oh = out_size[0];
-    s.ow = out_size[1];
+    ConvShape s;
+    auto result = pool_output(x, "max_pool2d", kernel, stride, padding, dilation, out_size, &xd, &out, &s);
     {
         nb::gil_scoped_release release;
         current_isa()->max_pool(s, xd, out);
@@ -504,14 +506,8 @@ nb::ndarray<nb::numpy, float> avg_pool2d(const InArray& x, std::array<int64_t, 2
                                          bool count_include_pad) {
     const float* xd;
     float* out;
-    auto result = pool_output(x, "avg_pool2d", kernel, stride, padding, {1, 1}, out_size, &xd, &out);
-    ConvShape s = conv_shape(x.shape(0), x.shape(3), x.shape(3), kernel[0], kernel[1], stride, {1, 1});
-    s.h = x.shape(1);
-    s.w = x.shape(2);
-    s.pt = padding[0];
-    s.pl = padding[2];
-    s.oh = out_size[0];
-    s.ow = out_size[1];
+    ConvShape s;
+    auto result = pool_output(x, "avg_pool2d", kernel, stride, padding, {1, 1}, out_size, &xd, &out, &s);
     {
         nb::gil_scoped_release release;
         current_isa()->avg_pool(s, xd, padding[1], padding[3], count_include_pad, out);
