@@ -7,6 +7,8 @@
 //   VBYTES                                   vector width in bytes for the output stage
 //   constexpr int kUnrolledWords;            words per tap unrolled at compile time (0..4)
 //   constexpr WeightLayout kWeightLayout;    how micro reads its weight blocks (core.h)
+// and, after including it, dot4 (4 byte products per 32-bit lane, the int8 layer) and negative_lanes (the
+// sign bits of a vector, the output stage's bits), declared here.
 // Everything here is compiled with that unit's instruction-set flags.
 using MicroFn = void (*)(const uint32_t* const*, int64_t, int64_t, int64_t, const uint32_t*, int32_t*);
 
