@@ -6,11 +6,14 @@
 // AVX-512's XOR + VPOPCNTQ + ADD). Padding bytes hold the pad value itself (0 for zero padding), so every
 // window is exact with no correction. So a convolution
 //   1. expands its packed input into a spatially padded image of sign bytes (expand_signs; one AVX-512
-//      blend per 64 channels of a pixel), with the weights expanded once at load (WeightLayout::SignBytes);
+//      blend per 64 channels of a pixel), its weights expanded once at load (WeightLayout::SignBytes), or,
+//      for a large deep layer, a B tile per step as the tiles multiply (AmxK::bits);
 //   2. multiplies tiles: A = 16 output positions x kc input channels of one tap (rows a fixed stride apart
 //      in the padded image, so a tile loads in place, no im2col), B = kc channels x 16 output channels;
-//      a work item is 2 A tiles x 2 B tiles (32 positions x 32 channels, 4 accumulator tiles);
-//   3. stores the accumulators and runs the fused output stage of the other units (kernels_impl.h).
+//      a work item is 2 A tiles x 2 B tiles (32 positions x 32 channels, 4 accumulator tiles), or for a deep
+//      layer 4 A tiles x 1 B tile (AmxK::tall: each B tile loaded once for 64 positions);
+//   3. stores the accumulators and runs the fused output stage of the other units (kernels_impl.h) while
+//      the tiles compute the next item.
 // Positions: with stride 1, a tile's 16 rows are 16 consecutive positions of the padded image's rows,
 // the positions past a row's last output column included (computed and dropped), so a 7x7 output takes 4
 // tiles instead of 7; with other strides a tile is up to 16 output columns of one output row.
