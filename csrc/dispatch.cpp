@@ -405,7 +405,8 @@ static PreparedWeights prepare_sign_bytes(const uint32_t* words, int64_t o, int6
                                           int64_t groups, int lanes) {
     const int64_t cw = words_for(cg), taps = kh * kw, og = o / groups, nblocks = (og + lanes - 1) / lanes;
     const AmxK k(cg, og, taps, groups);
-    PreparedWeights pw = prepare_weights_as(words, o, cg, kh, kw, groups, lanes, WeightLayout::Words);  // its tapsum
+    PreparedWeights pw;  // no tapsum: the tiles read the padding as bytes of the pad value
+    pw.lanes = lanes;
     pw.layout = WeightLayout::SignBytes;
     const int64_t bytes_per_block = k.bits ? k.block_bytes / 8 : k.block_bytes;
     pw.blocks.assign(static_cast<size_t>(groups * nblocks * bytes_per_block / 4), 0u);

@@ -1,6 +1,5 @@
 // Dispatch, thread and weight-preparation functions used by the bindings.
 #pragma once
-#include <new>
 #include <string>
 #include <vector>
 
@@ -18,25 +17,12 @@ const IsaKernels* isa_by_name(const std::string& name);
 double estimate_cpu_hz();  // benchmarks: cycles per second from a dependent-add chain
 
 
-// Memory aligned to cache lines (64 bytes): AMX tile rows and AVX-512 vectors load at full speed only from
-// lines they do not straddle.
-template <class T>
-struct CacheLineAllocator {
-    using value_type = T;
-    CacheLineAllocator() = default;
-    template <class U>
-    CacheLineAllocator(const CacheLineAllocator<U>&) {}
-    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
-    bool operator==(const CacheLineAllocator&) const { return true; }
-    bool operator!=(const CacheLineAllocator&) const { return false; }
-};
-
 struct PreparedWeights {
     int lanes = 0;
     WeightLayout layout = WeightLayout::Words;
     std::vector<uint32_t, CacheLineAllocator<uint32_t>> blocks;  // [G][blocks][taps][cw][...] in `layout` (core.h)
-    std::vector<int32_t> tapsum;   // [taps][padded_channels(O)]: Σ_c sign(w) of each tap (exact zero padding)
+    std::vector<int32_t> tapsum;   // [taps][padded_channels(O)]: Σ_c sign(w) of each tap (exact zero padding;
+                                   // the popcount layouts only)
 };
 // Weights for the kernels of `isa` (its lanes and weight layout).
 PreparedWeights prepare_weights(const uint32_t* words, int64_t o, int64_t cg, int64_t kh, int64_t kw,

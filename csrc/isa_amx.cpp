@@ -281,9 +281,9 @@ static void amx_conv(const ConvShape& s, const uint32_t* x, const uint32_t* wblo
     const TileGrid grid(s, im);
     // Reused: a fresh allocation would fault its pages in every call. Tile rows start on cache lines (a row
     // split over two lines loads at half speed), so the image does too.
-    thread_local std::vector<int8_t> image;
-    image.resize(static_cast<size_t>(im.pixels(s) * im.cb + 64));
-    int8_t* const img = image.data() + (64 - reinterpret_cast<uintptr_t>(image.data()) % 64) % 64;
+    thread_local std::vector<int8_t, CacheLineAllocator<int8_t>> image;
+    image.resize(static_cast<size_t>(im.pixels(s) * im.cb));
+    int8_t* const img = image.data();
     expand_signs(s, x, im, img);
 
     // Each tile's first window origin (bytes into an image) and output rows, once per call.
