@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   installs into .venv, gets Fashion-MNIST, trains and evaluates the main model
 #   make test   installs into .venv and runs the whole test suite
+# and `make test-arm64` checks the ARM64 build under emulation (installs a cross compiler and qemu-user with apt).
 # and `make bench` installs the `bench` extra too (ONNX Runtime, OpenVINO) and runs the benchmarks.
 # The base install (pip install xnorpp) is the torch-free runtime; these targets add the extras
 # `train` (PyTorch, ...), `dev` (pytest, scikit-learn) and, for make bench, `bench`.
@@ -13,7 +14,7 @@ BENCH_STAMP := $(VENV)/.xnorpp-bench-installed
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install install-bench fashion-mnist bench clean
+.PHONY: demo test test-arm64 install install-bench fashion-mnist bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ demo: install fashion-mnist
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The aarch64 build under qemu-user: the NEON units against the portable one (scripts/test-arm64.sh).
+test-arm64:
+	scripts/test-arm64.sh
 
 # The engines twice: every engine at this CPU's best, then as on an AVX2-only CPU (issue #9's targets).
 bench: install-bench

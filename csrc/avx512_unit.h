@@ -4,6 +4,7 @@
 // broadcast, so no horizontal reductions are needed. Needs immintrin.h (or SIMDe's aliases) first.
 constexpr int L = 32, P = 12;
 constexpr WeightLayout kWeightLayout = WeightLayout::Words;
+constexpr int kCodeBias = 0;  // dot4 multiplies the codes as unsigned bytes
 
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,

@@ -685,8 +685,18 @@ NB_MODULE(_core, m) {
     m.def("version", []() { return 1; }, "ABI version of the compiled core.");
     m.def("isa", []() { return std::string(current_isa()->name); }, "Instruction set in use.");
     m.def("set_isa", &select_isa, nb::arg("name"),
-          "Use 'avx512', 'avx2', 'portable' or 'auto' (the best this CPU supports) for new layers.");
-    m.def("isa_names", &isa_names, "All instruction-set paths compiled in.");
+          "Use a unit of isa_names() or 'auto' (the best this CPU supports) for new layers.");
+    m.def("isa_names", &isa_names, "All instruction-set paths compiled in, best first.");
+    m.def("isa_units", []() {
+        std::vector<nb::dict> out;
+        for (const auto& u : isa_units()) {
+            nb::dict d;
+            d["name"] = u.name, d["arch"] = u.arch, d["flags"] = u.flags, d["features"] = u.features;
+            d["built"] = u.built, d["supported"] = u.supported;
+            out.push_back(d);
+        }
+        return out;
+    }, "Every unit of csrc/units.def: name, arch, compile flags, run-time CPU features, built, supported.");
     m.def("supported_isas", []() {
         std::vector<std::string> out;
         for (const auto& n : isa_names())

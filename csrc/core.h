@@ -189,10 +189,11 @@ struct IsaKernels {
                      float* out);
 };
 
-const IsaKernels* kernels_amx();  // nullptr when built without AMX support
-const IsaKernels* kernels_avx512();
-const IsaKernels* kernels_avx2();
-const IsaKernels* kernels_portable();
+// Every unit's kernel table (units.def): kernels_amx(), kernels_avx512(), ..., kernels_portable(). Only the units
+// built for the target architecture are defined (dispatch.cpp calls no other).
+#define XNORPP_UNIT(id, name, arch, source, flags, features) const IsaKernels* kernels_##id();
+#include "units.def"
+#undef XNORPP_UNIT
 
 // Thread pool. Idle workers sleep on a condition variable, after spinning for spin_us()
 // microseconds (0 by default, or XNORPP_SPIN_US): spinning saves the wake-up of the next region

@@ -11,6 +11,7 @@
 #include <string>
 #include <chrono>
 #include <thread>
+#include <algorithm>
 
 #include "core.h"
 #include "dispatch.h"
@@ -22,25 +23,75 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__linux__) && defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace xnorpp {
 
 // ---------------------------------------------------------------- instruction sets
-#if defined(__x86_64__)
-static bool cpu_has_avx512_unit() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
-           __builtin_cpu_supports("avx512vnni");
+// The units (units.def) built into this binary: CMake names them in XNORPP_UNITS_BUILT ("amx,avx512,...");
+// a build without it (by hand) has every unit of its architecture.
+#if defined(__x86_64__) || defined(_M_X64)
+constexpr const char* kArch = "x86_64";
+#elif defined(__aarch64__) || defined(_M_ARM64)
+constexpr const char* kArch = "aarch64";
+#else
+constexpr const char* kArch = "other";
+#endif
+
+static constexpr bool same(const char* a, const char* b) {
+    while (*a && *a == *b) ++a, ++b;
+    return *a == *b;
+}
+// Whether the comma-separated list holds the name.
+static constexpr bool listed(const char* list, const char* name) {
+    for (const char* p = list; *p;) {
+        const char* q = name;
+        while (*q && *p == *q) ++p, ++q;
+        if (!*q && (*p == ',' || !*p)) return true;
+        while (*p && *p != ',') ++p;
+        if (*p) ++p;
+    }
+    return false;
+}
+static constexpr bool unit_built(const char* name, const char* arch) {
+#if defined(XNORPP_UNITS_BUILT)
+    (void)arch;
+    return listed(XNORPP_UNITS_BUILT, name);
+#else
+    return same(arch, "any") || same(arch, kArch);
+#endif
 }
 
-// CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
-static bool cpu_has_amx() {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return (d >> 24 & 1u) && (d >> 25 & 1u);
+struct Unit {
+    const char *name, *arch, *flags, *features;
+    const IsaKernels* kernels;  // null when not built
+};
+
+// The table in units.def's order, with the kernels of the units built. (A unit not built is referenced only
+// in a discarded statement, so it needs no definition.)
+static const std::vector<Unit>& units() {
+    static const std::vector<Unit> table = {
+#define XNORPP_UNIT(id, name, arch, source, flags, features)                                 \
+    {name, arch, flags, features, []() -> const IsaKernels* {                                \
+         if constexpr (unit_built(name, arch)) return kernels_##id(); else return nullptr; \
+     }()},
+#include "units.def"
+#undef XNORPP_UNIT
+    };
+    return table;
 }
-#endif
+
+static const Unit* find_unit(const std::string& name) {
+    for (const auto& u : units())
+        if (name == u.name && u.kernels) return &u;
+    return nullptr;
+}
 
 // Linux gives a process the AMX tile state (8 KiB per thread) only when asked, once; "" when granted,
 // else why not.
@@ -58,48 +109,113 @@ static const std::string& amx_refusal() {
     return reason;
 }
 
-// The CPU has the unit's instructions (and this build has the unit).
-static bool cpu_has(const std::string& name) {
+// One CPU feature of units.def, read from the CPU (x86-64: CPUID, with the OS's consent for the
+// registers), the kernel (Linux on aarch64: AT_HWCAP) or the system (macOS).
+static bool cpu_feature(const std::string& f) {
 #if defined(__x86_64__)
-    if (name == "amx") return kernels_amx() && cpu_has_avx512_unit() && cpu_has_amx();
-    if (name == "avx512") return cpu_has_avx512_unit();
-    if (name == "avx2") {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+    __builtin_cpu_init();
+#define XNORPP_X86_FEATURE(n) \
+    if (f == n) return __builtin_cpu_supports(n);
+    XNORPP_X86_FEATURE("avx512f") XNORPP_X86_FEATURE("avx512bw") XNORPP_X86_FEATURE("avx512vl")
+    XNORPP_X86_FEATURE("avx512vpopcntdq") XNORPP_X86_FEATURE("avx512vnni") XNORPP_X86_FEATURE("avx2")
+    XNORPP_X86_FEATURE("fma") XNORPP_X86_FEATURE("popcnt")
+#undef XNORPP_X86_FEATURE
+    if (f == "amx-tile" || f == "amx-int8") {  // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8
+        unsigned a, b, c, d;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        return d >> (f == "amx-tile" ? 24 : 25) & 1u;
+    }
+#elif defined(__aarch64__) && defined(__linux__)
+    if (f == "asimd") return getauxval(AT_HWCAP) & HWCAP_ASIMD;
+    if (f == "asimddp") return getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+#elif defined(__aarch64__) && defined(__APPLE__)
+    if (f == "asimd") return true;  // every Apple arm64 CPU
+    if (f == "asimddp") {
+        int value = 0;
+        size_t size = sizeof value;
+        return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value;
     }
 #endif
-    return name == "portable";
+    throw std::logic_error("units.def names the CPU feature '" + f + "', which dispatch.cpp cannot read here");
 }
 
-bool isa_supported(const std::string& name) { return cpu_has(name) && (name != "amx" || amx_refusal().empty()); }
+static std::vector<std::string> words(const std::string& text) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < text.size();) {
+        const size_t j = std::min(text.find(' ', i), text.size());
+        if (j > i) out.push_back(text.substr(i, j - i));
+        i = j + 1;
+    }
+    return out;
+}
 
-std::vector<std::string> isa_names() { return {"amx", "avx512", "avx2", "portable"}; }
+// The CPU has the unit's features (and this build has the unit).
+static bool cpu_has(const Unit& u) {
+    for (const auto& f : words(u.features))
+        if (!cpu_feature(f)) return false;
+    return true;
+}
+static bool needs_tiles(const Unit& u) {
+    const auto f = words(u.features);
+    return std::find(f.begin(), f.end(), "amx-tile") != f.end();
+}
+
+bool isa_supported(const std::string& name) {
+    const Unit* u = find_unit(name);
+    return u && cpu_has(*u) && (!needs_tiles(*u) || amx_refusal().empty());
+}
+
+std::vector<std::string> isa_names() {
+    std::vector<std::string> names;
+    for (const auto& u : units())
+        if (u.kernels) names.push_back(u.name);
+    return names;
+}
+
+std::vector<IsaUnitInfo> isa_units() {
+    std::vector<IsaUnitInfo> out;
+    for (const auto& u : units())
+        out.push_back({u.name, u.arch, u.flags, words(u.features), u.kernels != nullptr,
+                       u.kernels && isa_supported(u.name)});
+    return out;
+}
+
+static std::string all_names() {
+    std::string text;
+    for (const auto& n : isa_names()) text += (text.empty() ? "" : ", ") + n;
+    return text;
+}
 
 static const IsaKernels* kernels_by_name(const std::string& name) {
-    if (name == "amx") return kernels_amx() ? kernels_amx() : kernels_avx512();  // never selected without it
-    if (name == "avx512") return kernels_avx512();
-    if (name == "avx2") return kernels_avx2();
-    if (name == "portable") return kernels_portable();
-    throw std::invalid_argument("unknown instruction set '" + name + "'; valid: amx, avx512, avx2, portable");
+    if (const Unit* u = find_unit(name)) return u->kernels;
+    throw std::invalid_argument("unknown instruction set '" + name + "'; valid here: " + all_names());
 }
 
 // Why this CPU cannot run a unit, for error messages.
 static std::string unsupported_reason(const std::string& name) {
-    if (cpu_has(name) && name == "amx") return amx_refusal();
-    return "not supported by this CPU";
+    const Unit* u = find_unit(name);
+    if (u && cpu_has(*u) && needs_tiles(*u)) return amx_refusal();
+    std::string missing;
+    if (u)
+        for (const auto& f : words(u->features))
+            if (!cpu_feature(f)) missing += (missing.empty() ? "" : ", ") + f;
+    return "not supported by this CPU (it lacks " + missing + ")";
 }
 
 static const IsaKernels* g_isa = nullptr;
 static std::mutex g_isa_mutex;
 
 static const IsaKernels* best_isa() {
-    // The CPU has AMX but Linux refused its tiles: say so once, and run the best of the others.
-    if (cpu_has("amx") && !amx_refusal().empty()) {
-        static std::once_flag told;
-        std::call_once(told, [] { std::fprintf(stderr, "xnorpp: %s; using avx512\n", amx_refusal().c_str()); });
+    for (const auto& u : units()) {
+        if (!u.kernels || !cpu_has(u)) continue;
+        if (needs_tiles(u) && !amx_refusal().empty()) {
+            // The CPU has AMX but Linux refused its tiles: say so once, and run the best of the others.
+            static std::once_flag told;
+            std::call_once(told, [] { std::fprintf(stderr, "xnorpp: %s; using the next unit\n", amx_refusal().c_str()); });
+            continue;
+        }
+        return u.kernels;
     }
-    for (const auto& name : isa_names())
-        if (isa_supported(name)) return kernels_by_name(name);
     return kernels_portable();
 }
 
@@ -176,6 +292,8 @@ bool spin_until(Pred done, std::chrono::microseconds limit) {
         for (int i = 0; i < 32; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
+#elif defined(__aarch64__)
+            asm volatile("yield");
 #endif
         }
         if (std::chrono::steady_clock::now() - start > limit) return false;

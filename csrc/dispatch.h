@@ -8,7 +8,14 @@
 namespace xnorpp {
 
 bool isa_supported(const std::string& name);
-std::vector<std::string> isa_names();
+std::vector<std::string> isa_names();  // the units built, best first (units.def)
+// A unit of units.def: its compile flags and run-time checks, whether this binary has it, whether this CPU runs it.
+struct IsaUnitInfo {
+    std::string name, arch, flags;
+    std::vector<std::string> features;
+    bool built, supported;
+};
+std::vector<IsaUnitInfo> isa_units();
 std::string supported_isas_text();
 void select_isa(const std::string& name);  // "" or "auto": best for this CPU
 void init_isa_from_env();                  // XNORPP_ISA

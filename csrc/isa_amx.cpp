@@ -19,10 +19,9 @@
 // tiles instead of 7; with other strides a tile is up to 16 output columns of one output row.
 // Linux grants the tile state to a process only on request (dispatch.cpp: arch_prctl); each thread loads
 // its tile configuration at the start of its share of a call.
-// Built with the AVX-512 unit's flags and -mamx-tile -mamx-int8 (CMakeLists.txt).
+// Built with the AVX-512 unit's flags and -mamx-tile -mamx-int8 (csrc/units.def).
 #include "core.h"
 
-#if defined(XNORPP_HAVE_AMX) && (defined(__x86_64__) || defined(_M_X64))
 #include <immintrin.h>
 
 namespace xnorpp {
@@ -484,9 +483,3 @@ static const IsaKernels kAmxTable = [] {
 const IsaKernels* kernels_amx() { return &isa_amx::kAmxTable; }
 
 }  // namespace xnorpp
-
-#else  // built without AMX: the dispatcher never offers it
-namespace xnorpp {
-const IsaKernels* kernels_amx() { return nullptr; }
-}  // namespace xnorpp
-#endif

@@ -9,10 +9,9 @@
 // kNibbleTables), 4 vpshufb, 4 byte adds = 512 bit-MACs for 8 vector ops, twice the nibble LUT.
 // Byte counts are widened to 16 bits every 7 words (28 bytes x at most 8 < 256) and to 32 bits at
 // the end (or every 128 widenings, before a 16-bit count could overflow).
-// Built with -mavx2 -mfma -mpopcnt (CMakeLists.txt).
+// Built with -mavx2 -mfma -mpopcnt (csrc/units.def).
 #include "core.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
 namespace xnorpp {
@@ -21,6 +20,7 @@ namespace isa_avx2 {
 constexpr const char* kIsaName = "avx2";
 constexpr int L = 64, P = 4;
 constexpr WeightLayout kWeightLayout = WeightLayout::Nibbles;
+constexpr int kCodeBias = 0;  // dot4 multiplies the codes as unsigned bytes
 
 // kNibbleTables.t[a]: for an activation byte a, 32 bytes popcount((a & 15) ^ (i & 15)) then
 // 32 bytes popcount((a >> 4) ^ (i & 15)), i = 0..31 (vpshufb looks up within 16-byte halves).
@@ -172,9 +172,3 @@ static inline uint32_t negative_lanes(vfloat v) {
 const IsaKernels* kernels_avx2() { return &isa_avx2::kTable; }
 
 }  // namespace xnorpp
-
-#else  // not x86-64: the dispatcher never selects this path
-namespace xnorpp {
-const IsaKernels* kernels_avx2() { return kernels_portable(); }
-}  // namespace xnorpp
-#endif

@@ -1,6 +1,6 @@
 // AVX-512 VPOPCNTDQ kernels (avx512_unit.h): 32 output channels (two zmm of 32-bit lanes) x 12 pixels
 // per register tile; activation words are broadcast, so no horizontal reductions are needed.
-// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni (CMakeLists.txt); only
+// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni (csrc/units.def); only
 // called after the dispatcher checked the CPU (every CPU with VPOPCNTDQ but Knights Mill has VNNI too).
 #include "core.h"
 
@@ -9,7 +9,6 @@
 // implementation of the intrinsics, to test this unit on a CPU without AVX-512.
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
-#define XNORPP_AVX512_CODE 1
 typedef simde__mmask16 __mmask16;
 static inline simde__m512 xnorpp_maskz_loadu_ps(simde__mmask16 m, const float* p) {
     float v[16] = {};
@@ -20,12 +19,9 @@ static inline simde__m512 xnorpp_maskz_loadu_ps(simde__mmask16 m, const float* p
 #define _mm512_maskz_loadu_ps xnorpp_maskz_loadu_ps
 #define _mm512_mask_cmp_ps_mask(m, a, b, pred) \
     static_cast<simde__mmask16>((m) & simde_mm512_cmp_ps_mask((a), (b), (pred)))
-#elif defined(__x86_64__) || defined(_M_X64)
+#else
 #include <immintrin.h>
-#define XNORPP_AVX512_CODE 1
 #endif
-
-#if defined(XNORPP_AVX512_CODE)
 
 namespace xnorpp {
 namespace isa_avx512 {
@@ -38,9 +34,3 @@ constexpr const char* kIsaName = "avx512";
 const IsaKernels* kernels_avx512() { return &isa_avx512::kTable; }
 
 }  // namespace xnorpp
-
-#else  // not x86-64 and no emulation: the dispatcher never selects this path
-namespace xnorpp {
-const IsaKernels* kernels_avx512() { return kernels_portable(); }
-}  // namespace xnorpp
-#endif

@@ -9,6 +9,7 @@ namespace isa_portable {
 constexpr const char* kIsaName = "portable";
 constexpr int L = 32, P = 4;
 constexpr WeightLayout kWeightLayout = WeightLayout::Words;
+constexpr int kCodeBias = 0;  // dot4 multiplies the codes as unsigned bytes
 
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,

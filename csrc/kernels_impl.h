@@ -7,6 +7,8 @@
 //   VBYTES                                   vector width in bytes for the output stage
 //   constexpr int kUnrolledWords;            words per tap unrolled at compile time (0..4)
 //   constexpr WeightLayout kWeightLayout;    how micro reads its weight blocks (core.h)
+//   constexpr int kCodeBias;                 what dot4 subtracts from the int8 layer's codes (0, or 128 for
+//                                            units whose multiplies are signed: the codes as s8)
 // and, after including it, dot4 (4 byte products per 32-bit lane, the int8 layer) and negative_lanes (the
 // sign bits of a vector, the output stage's bits), declared here.
 // Everything here is compiled with that unit's instruction-set flags.
@@ -326,7 +328,9 @@ constexpr int FP = VBYTES == 64 ? 12 : 6;
 static inline vfloat splat(float v) { return v - vfloat{}; }
 
 static inline vfloat fmadd(vfloat a, vfloat b, vfloat c) {
-#if VBYTES == 64 && defined(__AVX512F__)
+#if VBYTES == 16 && defined(XNORPP_NEON_UNIT)
+    return (vfloat)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
+#elif VBYTES == 64 && defined(__AVX512F__)
     return (vfloat)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif VBYTES == 32 && defined(__FMA__)
     return (vfloat)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
@@ -503,12 +507,14 @@ static void float_depthwise_impl(const ConvShape& s, const float* x, const float
 // 14 % more multiply-adds of the padded runs.)
 constexpr int IV = 4, IL = IV * VW, IP = VBYTES == 64 ? 6 : 3;
 
-// Per 32-bit lane: acc + the sum of the 4 products u8(a byte) x s8(w byte); defined by the unit.
+// Per 32-bit lane: acc + the sum of the 4 products (u8(a byte) - kCodeBias) x s8(w byte); defined by the unit.
 static inline vint dot4(vint acc, vint a, vint w);
 
+// weight_bias: kCodeBias x the sum of each channel's weights (IL values), added back at the end; null when
+// kCodeBias is 0.
 template <int NP>
 static void int8_micro(const uint8_t* const* origin, const int64_t* run_offset, const Int8Runs& runs,
-                       const int8_t* w, int32_t* acc_out) {
+                       const int8_t* w, const int32_t* weight_bias, int32_t* acc_out) {
     vint acc[NP][IV];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
@@ -532,13 +538,19 @@ static void int8_micro(const uint8_t* const* origin, const int64_t* run_offset, 
             }
         }
     }
+    if constexpr (kCodeBias != 0)
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+            for (int j = 0; j < IV; ++j) acc[p][j] = acc[p][j] + load_i(weight_bias + j * VW);
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 4
         for (int j = 0; j < IV; ++j) store_i(acc_out + p * IL + j * VW, acc[p][j]);
 }
 
-using Int8MicroFn = void (*)(const uint8_t* const*, const int64_t*, const Int8Runs&, const int8_t*, int32_t*);
+using Int8MicroFn = void (*)(const uint8_t* const*, const int64_t*, const Int8Runs&, const int8_t*, const int32_t*,
+                             int32_t*);
 template <int... I>
 static constexpr std::array<Int8MicroFn, sizeof...(I)> make_int8_micro(std::integer_sequence<int, I...>) {
     return {&int8_micro<I + 1>...};
@@ -584,6 +596,10 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
     for (int64_t r = 0; r < runs.count; ++r)
         run_offset[r] = s.dw == 1 ? r * s.dh * s.w * c : ((r / s.kw) * s.dh * s.w + (r % s.kw) * s.dw) * c;
     const int64_t npix = s.n * s.oh * s.ow, ntiles = (npix + IP - 1) / IP;
+    // kCodeBias x each channel's weight sum, per block: what the biased codes left out.
+    std::vector<int32_t> weight_bias(kCodeBias != 0 ? static_cast<size_t>(nblocks * IL) : 0, 0);
+    for (int64_t ob = 0; kCodeBias != 0 && ob < nblocks; ++ob)
+        for (int64_t i = 0; i < k4 * IL; ++i) weight_bias[ob * IL + i / 4 % IL] += kCodeBias * wblocks[ob * k4 * IL + i];
     // Items are tiles of pixels; each runs every block of channels on its windows.
     parallel_for(ntiles, [&](int64_t tb, int64_t te) {
         alignas(64) int32_t acc[IP * IL];
@@ -604,7 +620,8 @@ static void int8_conv_impl(const ConvShape& s, const uint8_t* x, const int8_t* w
                 }
             }
             for (int64_t ob = 0; ob < nblocks; ++ob) {
-                kInt8Micro[np - 1](origin, run_offset.data(), runs, wblocks + ob * k4 * IL, acc);
+                kInt8Micro[np - 1](origin, run_offset.data(), runs, wblocks + ob * k4 * IL,
+                                   kCodeBias != 0 ? weight_bias.data() + ob * IL : nullptr, acc);
                 const int64_t o0 = ob * IL;
                 const int nv = static_cast<int>(std::min<int64_t>(IL, s.o - o0));
                 for (int i = 0; i < np; ++i)

@@ -5,6 +5,7 @@ output stage must match the float formula within 1e-5 relative.
 """
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -445,6 +446,38 @@ def test_amx_where_the_cpu_has_it():
         pytest.skip("skipped: no AMX on this CPU (amx_tile, amx_int8 in /proc/cpuinfo)")
     assert "amx" in ISAS and ISAS[0] == "amx", "this CPU has AMX, but Linux refused its tiles (see stderr)"
 
+
+
+def _cpu_flags():
+    """The CPU's features as /proc/cpuinfo lists them (x86 'flags', ARM 'Features'), without '_' or '-'."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.split(":", 1)[0].strip() in ("flags", "Features"):
+                return {flag.replace("_", "") for flag in line.split(":", 1)[1].split()}
+    return set()
+
+
+def test_units_table_builds_and_checks_what_it_says(capsys):
+    """csrc/units.def is the one list of units: this build has exactly the units of its architecture, best
+    first, and a unit is offered exactly when /proc/cpuinfo lists every feature its line names."""
+    units = _core.isa_units()
+    machine = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(
+        platform.machine().lower(), "other")
+    flags = _cpu_flags()
+    with capsys.disabled():
+        print("\nunits (csrc/units.def):")
+        for u in units:
+            print(f"  {u['name']:13} {u['arch']:8} built={u['built']!s:5} supported={u['supported']!s:5} "
+                  f"checks: {' '.join(u['features']) or '-'}")
+    assert [u["name"] for u in units if u["built"]] == list(_core.isa_names())
+    for u in units:
+        assert u["built"] == (u["arch"] in ("any", machine)), u
+        assert u["features"] or not u["flags"], f"{u['name']}: instructions beyond the baseline need run-time checks"
+        needed = {f.replace("-", "").replace("_", "") for f in u["features"]}
+        assert u["supported"] == (u["built"] and needed <= flags), (u, sorted(needed - flags))
+    assert [u["name"] for u in units if u["supported"]] == ISAS
+    forced = os.environ.get("XNORPP_ISA", "auto")
+    assert ISAS[-1] == "portable" and _core.isa() == (ISAS[0] if forced in ("", "auto") else forced)
 
 # ---------------------------------------------------------------------------------------- the int8 input layer
 INT8_CASES = [  # n, c, o, h, w, k, stride, pad (top, bottom, left, right), dilation

@@ -6,11 +6,8 @@
 // other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
 //
-//   F="-std=c++17 -O3 -ffp-contract=off -Icsrc"
-//   g++ $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni -mpopcnt -c csrc/isa_avx512.cpp
-//   g++ $F -mavx2 -mfma -mpopcnt -c csrc/isa_avx2.cpp
-//   g++ $F -c csrc/isa_portable.cpp csrc/dispatch.cpp csrc/tools/bench_conv.cpp
-//   g++ *.o -lpthread -o bench_conv && ./bench_conv avx2 [threads] [rounds]
+//   cmake -S . -B build/tools -DXNORPP_PYTHON_MODULE=OFF -DXNORPP_TOOLS=ON && make -C build/tools bench_conv
+//   build/tools/bench_conv avx2 [threads] [rounds]      (the units' flags: csrc/units.def)
 #include <chrono>
 #include <ctime>
 #include <cstdio>

@@ -5,10 +5,12 @@
 >>> logits = model(images)                         # float32 numpy array (N, C, H, W)
 
 Binary layers run bit-packed kernels (1 bit per weight and activation, XNOR + popcount)
-with an instruction-set path chosen once from the CPU: ``amx`` (Intel AMX tiles: the binary convolutions
-and the int8 input layer as int8 tile products, the rest as ``avx512``), ``avx512`` (AVX-512 VPOPCNTDQ +
-VNNI), ``avx2`` or ``portable``. The environment variable ``XNORPP_ISA`` forces one (an error
-if the CPU lacks it); :func:`set_isa` does the same for layers loaded afterwards.
+with an instruction-set path chosen once from the CPU. On x86-64: ``amx`` (Intel AMX tiles: the binary
+convolutions and the int8 input layer as int8 tile products, the rest as ``avx512``), ``avx512`` (AVX-512
+VPOPCNTDQ + VNNI), ``avx2``; on 64-bit ARM: ``neon-dotprod`` (``neon`` with the int8 input layer on SDOT),
+``neon``; anywhere: ``portable``. :func:`isa_units` lists them with their compile flags and CPU checks. The
+environment variable ``XNORPP_ISA`` forces one (an error if the CPU lacks it); :func:`set_isa` does the same
+for layers loaded afterwards.
 Threads: ``load(path, threads=N)``, :func:`set_num_threads` or ``XNORPP_NUM_THREADS``;
 during a model's call the threads wait for its next layer by spinning; between calls they sleep (after
 spinning :func:`set_spin_us` microseconds, 0 by default).
@@ -22,13 +24,20 @@ from .model import PackedModel, load
 
 
 def isa() -> str:
-    """The instruction-set path new layers use: 'amx', 'avx512', 'avx2' or 'portable'."""
+    """The instruction-set path new layers use, e.g. 'avx512', 'neon' or 'portable'."""
     return _core.isa()
 
 
 def set_isa(name: str) -> None:
-    """Force an instruction-set path ('amx', 'avx512', 'avx2', 'portable', or 'auto') for layers loaded after."""
+    """Force an instruction-set path (one of :func:`supported_isas`, or 'auto') for layers loaded after."""
     _core.set_isa(name)
+
+
+def isa_units() -> list[dict]:
+    """Every instruction-set unit of the project (csrc/units.def), best first: ``name``, ``arch``, compile
+    ``flags``, the CPU ``features`` checked at run time, whether this build has it (``built``) and whether this
+    CPU runs it (``supported``)."""
+    return [dict(u) for u in _core.isa_units()]
 
 
 def supported_isas() -> list[str]:
@@ -57,5 +66,5 @@ def set_spin_us(us: int) -> None:
 
 
 __all__ = ["load", "PackedModel", "ModelFormatError", "FORMAT_VERSION", "SUFFIX", "isa", "set_isa",
-           "supported_isas", "num_threads", "set_num_threads",
+           "isa_units", "supported_isas", "num_threads", "set_num_threads",
            "spin_us", "set_spin_us"]
