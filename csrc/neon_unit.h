@@ -43,16 +43,23 @@ static inline void popcount_pass(const uint32_t* const* ind, int64_t taps, int64
 #pragma GCC unroll 2
         for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
         const uint32_t* w = wb + t * cw * L;
+        // The activation words broadcast a word ahead of their use, so that the load and dup of the next word
+        // overlap this word's eor, cnt and add (llvm-mca: Apple M1 22 -> 16.7 cycles per word, others equal).
+        uint8x16_t b[NP];
+#pragma GCC unroll 2
+        for (int p = 0; p < NP; ++p) b[p] = vreinterpretq_u8_u32(vld1q_dup_u32(a[p]));
         for (int64_t k = 0; k < cw; ++k, w += L) {
-            uint8x16_t wv[8];
+            uint8x16_t wv[8], next[NP];
 #pragma GCC unroll 8
             for (int j = 0; j < 8; ++j) wv[j] = vreinterpretq_u8_u32(vld1q_u32(w + 4 * j));
+            const int64_t ahead = k + 1 < cw ? k + 1 : k;  // (the last word again, never past the pixel)
+#pragma GCC unroll 2
+            for (int p = 0; p < NP; ++p) next[p] = vreinterpretq_u8_u32(vld1q_dup_u32(a[p] + ahead));
 #pragma GCC unroll 2
             for (int p = 0; p < NP; ++p) {
-                // (GCC makes this a load and a dup; an ld1r instead measured slower under llvm-mca, README)
-                const uint8x16_t b = vreinterpretq_u8_u32(vld1q_dup_u32(a[p] + k));
 #pragma GCC unroll 8
-                for (int j = 0; j < 8; ++j) acc[p][j] = vaddq_u8(acc[p][j], vcntq_u8(veorq_u8(b, wv[j])));
+                for (int j = 0; j < 8; ++j) acc[p][j] = vaddq_u8(acc[p][j], vcntq_u8(veorq_u8(b[p], wv[j])));
+                b[p] = next[p];
             }
             if (++filled == kWordsPerFlush) {
                 filled = 0;
