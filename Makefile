@@ -49,9 +49,10 @@ demo: install fashion-mnist
 test: install
 	$(BIN)/python -m pytest -q
 
-# The aarch64 build under qemu-user: the NEON units against the portable one (scripts/test-arm64.sh).
-test-arm64:
-	scripts/test-arm64.sh
+# The aarch64 build under qemu-user: the NEON units against the portable one, and the runtime on an arm64
+# Python running files exported here (scripts/test-arm64.sh).
+test-arm64: install
+	PYTHON=$(BIN)/python scripts/test-arm64.sh
 
 # The engines twice: every engine at this CPU's best, then as on an AVX2-only CPU (issue #9's targets).
 bench: install-bench
