@@ -161,7 +161,7 @@ struct IsaKernels {
     // Pack NHWC floats ([npix][c]) into words; optional per-channel affine first. Returns false on NaN.
     bool (*pack)(const float* x, int64_t npix, int64_t c, int64_t groups, const float* mul, const float* add,
                  uint32_t* out);
-    // Binary convolution on packed input with ISA-blocked weights (see block_weights).
+    // Binary convolution on packed input with weights as prepare_weights (dispatch.h) arranged them for this unit.
     void (*conv)(const ConvShape& s, const uint32_t* x, const uint32_t* wblocks, const int32_t* tapsum,
                  const Stage& st);
     int float_lanes;  // output channels per float register tile (the float weight block width)

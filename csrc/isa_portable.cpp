@@ -1,6 +1,6 @@
-// Portable C++ kernels (any x86-64 or other CPU): SWAR popcount, no instruction-set flags,
-// so no library popcount call either. 32 output channels x 4 pixels per tile; the lane
-// loops are simple enough for the compiler's baseline auto-vectorizer.
+// Portable C++ kernels (any x86-64 or other CPU): no instruction-set flags, so no popcount instruction or library
+// call: a SWAR popcount per byte, summed every 31 words. 32 output channels x 4 pixels per tile; the lane loops
+// are simple enough for the compiler's baseline auto-vectorizer (SSE2, NEON).
 #include "core.h"
 
 namespace xnorpp {
@@ -11,23 +11,48 @@ constexpr int L = 32, P = 4;
 constexpr WeightLayout kWeightLayout = WeightLayout::Words;
 constexpr int kCodeBias = 0;  // dot4 multiplies the codes as unsigned bytes
 
+// Per byte of x: the popcount of that byte (0..8). The last step of a popcount (summing the 4 bytes) is left
+// for later, so the lane loop has only shifts, ands and adds: the compiler vectorizes it with the baseline
+// instructions (SSE2 on x86-64, NEON on aarch64), where a 32-bit multiply or a popcount call would not be.
+static inline uint32_t byte_popcounts(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    return (x + (x >> 4)) & 0x0f0f0f0fu;
+}
+
 template <int NP, int CW>
 static void micro(const uint32_t* const* ind, int64_t taps, int64_t cw_runtime, int64_t goff,
                   const uint32_t* wb, int32_t* pc) {
     const int64_t cw = CW > 0 ? CW : cw_runtime;  // small word counts unrolled at compile time
-    uint32_t acc[NP][L] = {};
+    constexpr int kWordsPerFlush = 31;            // 31 x 8 = 248: a byte count stays below 256
+    uint32_t bytes[NP][L] = {}, sums[NP][L] = {};
+    auto flush = [&] {  // the 4 byte counts of each lane into its sum
+        for (int p = 0; p < NP; ++p)
+            for (int l = 0; l < L; ++l) {
+                const uint32_t b = bytes[p][l], halves = (b & 0x00ff00ffu) + ((b >> 8) & 0x00ff00ffu);
+                sums[p][l] += (halves & 0xffffu) + (halves >> 16);
+                bytes[p][l] = 0;
+            }
+    };
+    int filled = 0;
     for (int64_t t = 0; t < taps; ++t) {
         const uint32_t* a[NP];
         for (int p = 0; p < NP; ++p) a[p] = ind[p * taps + t] + goff;
         const uint32_t* w = wb + t * cw * L;
-        for (int64_t k = 0; k < cw; ++k, w += L)
+        for (int64_t k = 0; k < cw; ++k, w += L) {
             for (int p = 0; p < NP; ++p) {
                 const uint32_t b = a[p][k];
-                for (int l = 0; l < L; ++l) acc[p][l] += popcount32_swar(b ^ w[l]);
+                for (int l = 0; l < L; ++l) bytes[p][l] += byte_popcounts(b ^ w[l]);
             }
+            if (++filled == kWordsPerFlush) {
+                filled = 0;
+                flush();
+            }
+        }
     }
+    flush();
     for (int p = 0; p < NP; ++p)
-        for (int l = 0; l < L; ++l) pc[p * L + l] = static_cast<int32_t>(acc[p][l]);
+        for (int l = 0; l < L; ++l) pc[p * L + l] = static_cast<int32_t>(sums[p][l]);
 }
 
 static inline bool pack_word(const float* x, int count, const float* mul, const float* add, uint32_t& word) {
@@ -46,15 +71,19 @@ constexpr int kUnrolledWords = 0;
 #include "kernels_impl.h"
 #undef VBYTES
 
+// The 16 products u8 x s8 of a vector as 16-bit lanes (|product| <= 255 x 64), summed in pairs (still within 16
+// bits), then pairs of pairs in 32 bits: plain vector operations the compiler maps to the baseline SIMD.
 static inline vint dot4(vint acc, vint a, vint w) {
-    for (int i = 0; i < VW; ++i) {
-        const uint32_t codes = static_cast<uint32_t>(a[i]), weights = static_cast<uint32_t>(w[i]);
-        int32_t sum = 0;
-        for (int b = 0; b < 4; ++b)
-            sum += static_cast<int32_t>((codes >> (8 * b)) & 255u) * static_cast<int8_t>((weights >> (8 * b)) & 255u);
-        acc[i] += sum;
-    }
-    return acc;
+    typedef uint8_t u8x16 __attribute__((vector_size(16)));
+    typedef int8_t s8x16 __attribute__((vector_size(16)));
+    typedef int16_t s16x16 __attribute__((vector_size(32)));
+    typedef int16_t s16x8 __attribute__((vector_size(16)));
+    typedef int32_t s32x8 __attribute__((vector_size(32)));
+    const s16x16 products = __builtin_convertvector((u8x16)a, s16x16) * __builtin_convertvector((s8x16)w, s16x16);
+    const s16x8 pairs = __builtin_shufflevector(products, products, 0, 2, 4, 6, 8, 10, 12, 14) +
+                        __builtin_shufflevector(products, products, 1, 3, 5, 7, 9, 11, 13, 15);
+    const s32x8 wide = __builtin_convertvector(pairs, s32x8);
+    return acc + __builtin_shufflevector(wide, wide, 0, 2, 4, 6) + __builtin_shufflevector(wide, wide, 1, 3, 5, 7);
 }
 
 static inline uint32_t negative_lanes(vfloat v) {

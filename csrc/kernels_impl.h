@@ -1,7 +1,10 @@
 // The ISA-independent part of the kernels, included once by each instruction-set
 // translation unit (isa_*.cpp) inside its own namespace, after it defined:
 //   constexpr int L, P;                      lanes (output channels) and pixels of a register tile
-//   template <int NP> void micro(...);       popcount sums of an NP x L tile
+//   template <int NP, int CW> void micro(ind, taps, cw, goff, wb, pc);
+//                                            popcount sums of an NP x L tile: pc[p * L + l] = the popcounts of
+//                                            (pixel p's words, at ind[p * taps + t] + goff) xor (channel l's
+//                                            weights, the block wb in kWeightLayout); CW > 0: cw == CW unrolled
 //   bool pack_word(x, count, mul, add, w);   32 channels -> one word, true on NaN
 //   uint32_t lanes_to_bits(z, n);            bit l = (z[l] < 0)
 //   VBYTES                                   vector width in bytes for the output stage
