@@ -107,7 +107,7 @@ def child(isa: str, threads: int, quick: bool) -> dict:
     b = rng.standard_normal((512, 2048)).astype(np.float32)
     gemm = _core.BinaryConv(weight_words(b), 2048, (1, 1), (1, 1))
     ap = _core.pack(a)
-    t_gemm = best_time(lambda: gemm.forward(ap, None, "int32"), repeat, min_time=0.5)
+    t_gemm = best_time(lambda: gemm.forward(ap, None, _core.Output.int32), repeat, min_time=0.5)
     hz = _core.estimate_cpu_hz()
     macs_per_cycle = 768 * 2048 * 512 / t_gemm / hz / threads
     return {"isa": _core.isa(), "threads": threads, "layers": rows, "gemm_gmacs": 768 * 2048 * 512 / t_gemm / 1e9,

@@ -187,6 +187,12 @@ struct IsaKernels {
     // count_include_pad divides by that span, otherwise by the part inside the image.
     void (*avg_pool)(const ConvShape& s, const float* x, int64_t pad_bottom, int64_t pad_right, bool count_include_pad,
                      float* out);
+    // (N, C, H, W) -> (N, H, W, C) float32: a model's input, once per call. False if it holds a NaN.
+    bool (*to_nhwc)(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, float* out);
+    // Per channel of rows x c floats: y = x*mul + add (each optional, two roundings like numpy), then PReLU
+    // max(y, 0) + min(y, 0)*slope or ReLU max(y, 0) (NaN kept): a real layer's batch norm and activation.
+    void (*channel_affine)(const float* x, int64_t rows, int64_t c, const float* mul, const float* add,
+                           const float* slope, bool relu, float* out);
 };
 
 // Every unit's kernel table (units.def): kernels_amx(), kernels_avx512(), ..., kernels_portable(). Only the units

@@ -38,7 +38,7 @@ def reference(x, w, stride, pad, dil, groups, pad_value):
     return F.conv2d(xb, torch.from_numpy(sign(w)), None, stride, 0, dil, groups).numpy()
 
 
-def run_conv(x, w, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, pad_value=0.0, out="int32"):
+def run_conv(x, w, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1, pad_value=0.0, out=_core.Output.int32):
     xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), groups=groups)
     conv = binary_conv(w, x.shape[1], x.shape[2:], groups, stride, pad, dil, pad_value)
     return conv, conv.forward(xp, None, out)
@@ -97,7 +97,7 @@ def test_gemm_exact(isa, m, k, o):
     rng = np.random.default_rng(m * k + o)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((o, k)).astype(np.float32)
     conv = binary_conv(b, k)
-    y = conv.forward(_core.pack(a), None, "int32")
+    y = conv.forward(_core.pack(a), None, _core.Output.int32)
     np.testing.assert_array_equal(y, (sign(a) @ sign(b).T).astype(np.int64))
 
 
@@ -147,7 +147,7 @@ def test_fused_stage_float(isa):
     conv_f = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope)
     conv_p = binary_conv(wt, c, (h, w), pad=(1, 1, 1, 1), scale=alpha, bias=bias, slope=slope,
                               post_mul=post_mul, post_add=post_add)
-    np.testing.assert_array_equal(conv_p.forward(xp, None, "packed"),
+    np.testing.assert_array_equal(conv_p.forward(xp, None, _core.Output.packed),
                                   _core.pack(conv_f.forward(xp), scale=post_mul, shift=post_add))
 
 
@@ -362,24 +362,25 @@ def test_max_pool_matches_pytorch(isa, kernel, stride, padding, dilation, ceil_m
 
 
 def test_fused_residual_add(isa):
-    """out='float' with a residual: the stage's output plus the residual, bit for bit the separate float add."""
+    """out=Output.float with a residual: the stage's output plus the residual, bit for bit the separate float add."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 70, 6, 5)).astype(np.float32)  # 70 outputs: a partial block of lanes too
     w = rng.standard_normal((70, 70, 3, 3)).astype(np.float32)
     xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
     conv = binary_conv(w, 70, (6, 5), 1, (1, 1), (1, 1, 1, 1), (1, 1), 0.0)
     residual = rng.standard_normal((2, 6, 5, 70)).astype(np.float32)
-    np.testing.assert_array_equal(conv.forward(xp, None, "float", residual), conv.forward(xp, None, "float") + residual)
-    with pytest.raises(ValueError, match="needs out='float'"):
-        conv.forward(xp, None, "int32", residual)
+    np.testing.assert_array_equal(conv.forward(xp, None, _core.Output.float, residual),
+                                  conv.forward(xp, None, _core.Output.float) + residual)
+    with pytest.raises(ValueError, match="needs a float output"):
+        conv.forward(xp, None, _core.Output.int32, residual)
     with pytest.raises(ValueError, match="residual must have the output's shape"):
-        conv.forward(xp, None, "float", residual[:, :, :, :69].copy())
+        conv.forward(xp, None, _core.Output.float, residual[:, :, :, :69].copy())
 
 
 @pytest.mark.parametrize("o", [64, 70])  # whole register tiles; a partial block of lanes
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_float_output_with_its_bits(isa, o, with_residual):
-    """out='float+packed': the float output as out='float' gives it, and beside it the bits that packing that
+    """out=Output.float_and_bits: the float output as Output.float gives it, and beside it the bits that packing that
     output with the reader's affine (post_mul, post_add) gives, bit for bit: what a binary reader would read."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 40, 6, 5)).astype(np.float32)
@@ -391,13 +392,14 @@ def test_float_output_with_its_bits(isa, o, with_residual):
         np.float32), bias=rng.standard_normal(o).astype(np.float32), slope=np.full(o, 0.25, np.float32),
         post_mul=post_mul, post_add=post_add)
     residual = rng.standard_normal((2, 6, 5, o)).astype(np.float32) if with_residual else None
-    y, bits = conv.forward(xp, None, "float+packed", residual)
-    np.testing.assert_array_equal(y, conv.forward(xp, None, "float", residual))
+    y, bits = conv.forward(xp, None, _core.Output.float_and_bits, residual)
+    np.testing.assert_array_equal(y, conv.forward(xp, None, _core.Output.float, residual))
     np.testing.assert_array_equal(bits, _core.pack(y, "nhwc", 1, post_mul, post_add))
     assert bits.shape == (2, 6, 5, (o + 31) // 32) and 0.2 < np.unpackbits(bits.view(np.uint8)).mean() < 0.8
     grouped = binary_conv(rng.standard_normal((64, 20, 3, 3)).astype(np.float32), 40, (6, 5), 2, pad=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="packed output needs groups == 1"):
-        grouped.forward(_core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "nhwc", 2), None, "float+packed")
+        grouped.forward(_core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "nhwc", 2), None,
+                        _core.Output.float_and_bits)
 
 
 DEEP_CASES = [  # n, c, o, h, w, stride: ResNet's deeper 3x3 layers, small (on AMX: tall tiles, weights as bits)
@@ -423,10 +425,10 @@ def test_deep_layers_exact(isa, case):
         np.float32), bias=rng.standard_normal(o).astype(np.float32) * 10, slope=np.full(o, 0.25, np.float32),
         post_mul=post_mul, post_add=post_add)
     xp = _core.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-    y, bits = conv.forward(xp, None, "float+packed")
-    np.testing.assert_array_equal(y, conv.forward(xp, None, "float"))
+    y, bits = conv.forward(xp, None, _core.Output.float_and_bits)
+    np.testing.assert_array_equal(y, conv.forward(xp, None, _core.Output.float))
     np.testing.assert_array_equal(bits, _core.pack(y, "nhwc", 1, post_mul, post_add))
-    np.testing.assert_array_equal(conv.forward(xp, None, "packed"), bits)
+    np.testing.assert_array_equal(conv.forward(xp, None, _core.Output.packed), bits)
 
 
 def test_amx_where_the_cpu_has_it():

@@ -311,9 +311,35 @@ int main(int argc, char** argv) {
             ++failures;
         }
     }
+    // The input transpose (a NaN refused) and the real layers' per-channel affine and activation: bit-identical.
+    int layout_checked = 0;
+    for (int trial = 0; trial < 100; ++trial) {
+        const int64_t n = uni(1, 2), c = uni(1, 70), h = uni(1, 9), w = uni(1, 9);
+        std::vector<float> x(n * c * h * w), mul(c), add(c), slope(c);
+        for (auto* v : {&x, &mul, &add, &slope})
+            for (auto& e : *v) e = normal(rng);
+        if (trial % 5 == 0) x[uni(0, int(x.size()) - 1)] = std::nanf("");
+        if (trial % 7 == 0) x[uni(0, int(x.size()) - 1)] = -std::numeric_limits<float>::infinity();
+        std::vector<float> out_r(x.size()), out_t(x.size());
+        const bool ok_r = ref->to_nhwc(x.data(), n, c, h, w, out_r.data());
+        const bool ok_t = test->to_nhwc(x.data(), n, c, h, w, out_t.data());
+        const bool affine = trial % 2, prelu = trial % 3 == 0, relu = trial % 3 == 1;
+        std::vector<float> aff_r(x.size()), aff_t(x.size());
+        ref->channel_affine(x.data(), n * h * w, c, affine ? mul.data() : nullptr, affine ? add.data() : nullptr,
+                            prelu ? slope.data() : nullptr, relu, aff_r.data());
+        test->channel_affine(x.data(), n * h * w, c, affine ? mul.data() : nullptr, affine ? add.data() : nullptr,
+                             prelu ? slope.data() : nullptr, relu, aff_t.data());
+        ++layout_checked;
+        if (ok_r != ok_t || std::memcmp(out_r.data(), out_t.data(), out_r.size() * 4) != 0 ||
+            std::memcmp(aff_r.data(), aff_t.data(), aff_r.size() * 4) != 0) {
+            std::printf("to_nhwc or channel_affine mismatch: trial %d\n", trial);
+            ++failures;
+        }
+    }
     std::printf("%s vs portable: %d convolutions compared; float: %d compared, %d bit-identical, max rel diff "
-                "%.1e; int8 input layer: %d compared, its codes: %d; max pool: %d, average pool: %d compared; %d mismatches\n",
+                "%.1e; int8 input layer: %d compared, its codes: %d; max pool: %d, average pool: %d, input transpose "
+                "and channel affine: %d compared; %d mismatches\n",
                 test->name, checked, float_checked, float_identical, worst, int8_checked, codes_checked, pool_checked,
-                avg_checked, failures);
+                avg_checked, layout_checked, failures);
     return failures ? 1 : 0;
 }

@@ -142,7 +142,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
                             post_mul=t(receiver, "scale"), post_add=t(receiver, "shift"), **geometry)
     in_scale, in_shift = t(step.input_affine, "scale"), t(step.input_affine, "shift")
     magnitude = node.scaling.analytic_k
-    out = "packed" if step.bits_out else "float+packed" if step.bits_too else "float"
+    out = _core.Output.packed if step.bits_out else _core.Output.float_and_bits if step.bits_too else _core.Output.float
 
     def pack(x):
         kmap = None
@@ -161,7 +161,7 @@ def binary(step: Step, t: Tensors) -> Kernel:
 
     def dots(x):
         """Integer dot products sign(x') ⊛ sign(W) (int32), x' = x with the input affine applied."""
-        return conv.forward(pack(x)[0], None, "int32")
+        return conv.forward(pack(x)[0], None, _core.Output.int32)
 
     run.layer, run.dots = conv, dots
     return run

@@ -1,0 +1,180 @@
+// What the Python bindings share (bindings.cpp and the layer classes py_*_conv.cpp): array checks that refuse
+// anything but C-contiguous numpy arrays of the documented dtype, new numpy arrays, the stage arrays' padding, and
+// the layers' window geometry. No kernels here: those are the units' (core.h).
+#pragma once
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core.h"
+#include "dispatch.h"
+
+namespace xnorpp::py {
+
+namespace nb = nanobind;
+using InArray = nb::ndarray<nb::ro>;
+
+// A NaN reached the packer (a NaN has no sign): its own Python type, _core.NaNError (a ValueError), so
+// callers can tell it from a bad argument.
+struct NaNError : std::invalid_argument {
+    using std::invalid_argument::invalid_argument;
+};
+
+inline const char* dtype_name(nb::dlpack::dtype dt) {
+    if (dt == nb::dtype<float>()) return "float32";
+    if (dt == nb::dtype<double>()) return "float64";
+    if (dt == nb::dtype<uint32_t>()) return "uint32";
+    if (dt == nb::dtype<int32_t>()) return "int32";
+    if (dt == nb::dtype<int64_t>()) return "int64";
+    if (dt == nb::dtype<uint8_t>()) return "uint8";
+    if (dt == nb::dtype<int8_t>()) return "int8";
+    return "another dtype";
+}
+
+template <class T>
+inline const char* expected_name() {
+    if constexpr (std::is_same_v<T, float>) return "float32";
+    if constexpr (std::is_same_v<T, uint32_t>) return "uint32";
+    if constexpr (std::is_same_v<T, int8_t>) return "int8";
+    return "?";
+}
+
+// Checks dtype, dimensions and C-contiguity; returns the data pointer.
+template <class T>
+inline const T* checked(const InArray& a, const char* what, std::initializer_list<size_t> ndims) {
+    if (a.device_type() != nb::device::cpu::value)
+        throw std::invalid_argument(std::string(what) + ": expected a CPU (numpy) array");
+    if (a.dtype() != nb::dtype<T>())
+        throw nb::type_error((std::string(what) + ": expected dtype " + expected_name<T>() + ", got " +
+                              dtype_name(a.dtype()))
+                                 .c_str());
+    bool ndim_ok = false;
+    std::string valid;
+    for (size_t d : ndims) {
+        ndim_ok |= a.ndim() == d;
+        valid += (valid.empty() ? "" : " or ") + std::to_string(d);
+    }
+    if (!ndim_ok)
+        throw std::invalid_argument(std::string(what) + ": expected " + valid + " dimensions, got " +
+                                    std::to_string(a.ndim()));
+    int64_t expect = 1;
+    for (size_t i = a.ndim(); i-- > 0;) {
+        if (a.shape(i) != 1 && a.stride(i) != expect)
+            throw std::invalid_argument(std::string(what) +
+                                        ": array is not C-contiguous; pass numpy.ascontiguousarray(x)");
+        expect *= static_cast<int64_t>(a.shape(i));
+    }
+    return static_cast<const T*>(a.data());
+}
+
+template <class T>
+inline nb::ndarray<nb::numpy, T> new_array(const std::vector<size_t>& shape, T** data) {
+    size_t n = 1;
+    for (size_t s : shape) n *= s;
+    T* buf = new T[n > 0 ? n : 1];  // every kernel writes all of it (packed words are assigned)
+    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    *data = buf;
+    return nb::ndarray<nb::numpy, T>(buf, shape.size(), shape.data(), owner);
+}
+
+// A copy of an optional float array of `size` values, zero padded to `padded` (0: no padding).
+inline std::vector<float> optional_vector(const std::optional<InArray>& a, const char* what, size_t size,
+                                   size_t padded = 0) {
+    if (!a) return {};
+    const float* p = checked<float>(*a, what, {1, 2, 3});
+    if (a->size() != size)
+        throw std::invalid_argument(std::string(what) + ": expected " + std::to_string(size) + " values, got " +
+                                    std::to_string(a->size()));
+    std::vector<float> v(p, p + size);
+    v.resize(std::max(size, padded), 0.0f);
+    return v;
+}
+
+inline const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// rows x n floats, each row zero padded to `stride` (the stage arrays' per-channel length).
+inline std::vector<float> padded_rows(const float* p, int64_t rows, int64_t n, int64_t stride) {
+    std::vector<float> v(static_cast<size_t>(rows * stride), 0.0f);
+    for (int64_t i = 0; i < rows; ++i) std::copy(p + i * n, p + (i + 1) * n, v.begin() + i * stride);
+    return v;
+}
+
+// The bound on every size (xnorpp.packed.geometry.MAX_DIM): keeps size products far from int64 overflow.
+constexpr int64_t kMaxGeometry = int64_t(1) << 24;
+
+// A layer's window geometry as the caller computed it (xnorpp.packed.schema validates and computes it): sizes
+// (height, width), padding (top, bottom, left, right). Checked once more here, at construction, so that a wrong
+// size can never read out of bounds: every value in range and, for a convolution, every window inside the padded
+// input (a pooling window may pass it with ceil_mode: the pooling kernels skip the taps outside the image).
+struct Geometry {
+    std::array<int64_t, 2> in{}, out{}, kernel{}, stride{}, dilation{};
+    std::array<int64_t, 4> padding{};
+
+    Geometry() = default;
+    Geometry(const char* what, std::array<int64_t, 2> in_size, std::array<int64_t, 2> out_size,
+             std::array<int64_t, 2> kernel_size, std::array<int64_t, 2> stride_, std::array<int64_t, 4> padding_,
+             std::array<int64_t, 2> dilation_, bool windows_inside)
+        : in(in_size), out(out_size), kernel(kernel_size), stride(stride_), dilation(dilation_), padding(padding_) {
+        for (auto v : {stride[0], stride[1], dilation[0], dilation[1], in[0], in[1], out[0], out[1]})
+            if (v < 1 || v > kMaxGeometry)
+                throw std::invalid_argument(std::string(what) + ": sizes, stride and dilation must be in [1, 2^24]");
+        for (auto v : kernel)
+            if (v < 1 || v > kMaxGeometry) throw std::invalid_argument(std::string(what) + ": kernel must be in [1, 2^24]");
+        for (auto p : padding)
+            if (p < 0 || p > kMaxGeometry) throw std::invalid_argument(std::string(what) + ": padding must be in [0, 2^24]");
+        const int64_t pad[2] = {padding[0] + padding[1], padding[2] + padding[3]};
+        for (int i = 0; windows_inside && i < 2; ++i)
+            if ((out[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 > in[i] + pad[i])
+                throw std::invalid_argument(std::string(what) + ": output " + std::to_string(out[0]) + "x" +
+                                            std::to_string(out[1]) + " does not fit input " + std::to_string(in[0]) +
+                                            "x" + std::to_string(in[1]) +
+                                            " with this kernel, stride, padding and dilation");
+    }
+
+    // The kernels' shape for a batch of n with c input and o output channels. The input as the kernel reads it:
+    // the image with the padding as offsets (binary conv, pools), or already padded (float and int8 convs).
+    ConvShape shape(int64_t n, int64_t c, int64_t o, bool padded_input) const {
+        ConvShape s;
+        s.n = n, s.c = c, s.o = o;
+        s.kh = kernel[0], s.kw = kernel[1];
+        s.sh = stride[0], s.sw = stride[1];
+        s.dh = dilation[0], s.dw = dilation[1];
+        s.oh = out[0], s.ow = out[1];
+        s.h = padded_input ? in[0] + padding[0] + padding[1] : in[0];
+        s.w = padded_input ? in[1] + padding[2] + padding[3] : in[1];
+        s.pt = padded_input ? 0 : padding[0];
+        s.pl = padded_input ? 0 : padding[2];
+        return s;
+    }
+
+    // Refuses an input of another size than the layer was built for.
+    void check_input(const char* what, int64_t h, int64_t w) const {
+        if (h != in[0] || w != in[1])
+            throw std::invalid_argument(std::string(what) + ": input " + std::to_string(h) + "x" + std::to_string(w) +
+                                        ", this layer was built for " + std::to_string(in[0]) + "x" +
+                                        std::to_string(in[1]));
+    }
+};
+
+// The unit a layer runs on: the current one, or the one named (an error if this CPU lacks it).
+inline const IsaKernels* kernels_for(const char* what, const std::optional<std::string>& isa) {
+    if (!isa) return current_isa();
+    const IsaKernels* k = isa_by_name(*isa);
+    if (!isa_supported(*isa))
+        throw std::runtime_error(std::string(what) + ": instruction set '" + *isa + "' is not supported by this CPU");
+    return k;
+}
+
+
+// Each layer class registers itself (py_binary_conv.cpp, py_float_conv.cpp, py_int8_input_conv.cpp).
+void bind_binary_conv(nb::module_& m);
+void bind_float_conv(nb::module_& m);
+void bind_int8_input_conv(nb::module_& m);
+
+}  // namespace xnorpp::py
