@@ -1,13 +1,13 @@
 """Child process of the packed-file fuzz test (tests/test_fuzz.py): load and run mutants, torch-free.
 
 Protocol: after its imports the worker writes ``{"ready": true, ...}``; then it reads one
-request per line on stdin — JSON ``{"path": ..., "fallback_size": [h, w]}`` (or a bare path) —
-and answers each with one JSON line on stdout::
+request per line on stdin — JSON ``{"path": ...}`` (or a bare path; a ``fallback_size`` field is
+ignored: the file records its input shape) — and answers each with one JSON line on stdout::
 
     {"outcome": "ok" | "refused" | "late" | "unclear", "stage": "load" | "input" | "run" | null,
      "type": exception type, "message": ..., "where": innermost frame "file:line (function)"}
 
-``ok``       loaded, and ran on a batch of 2 standard-normal images of the recorded input shape
+``ok``       loaded, and ran on a batch of 2 standard-normal inputs of the recorded shape (images or vectors)
 ``refused``  ModelFormatError raised by ``xnorpp.runtime.load``
 ``late``     load accepted the file, running it raised ModelFormatError
 ``unclear``  any other exception (at load, while building the input the model asks for, or at run)
@@ -112,11 +112,9 @@ def process(request: dict, runtime, np) -> dict:
     except Exception as err:  # noqa: BLE001 - everything else is what we are looking for (FileNotFoundError too)
         return _result("unclear", "load", err)
 
-    # The input the model says it takes: batch 2, recorded channels and size.
+    # The input the model says it takes: batch 2 of the recorded shape, (C, H, W) or (F,).
     try:
-        channels = model.in_channels
-        size = model.input_size or tuple(request.get("fallback_size") or (16, 16))
-        shape = (2, channels, *size)
+        shape = (2, *model.input_shape)
         if not all(type(d) is int and d >= 1 for d in shape):
             raise ValueError(f"load accepted the input shape {shape!r}")
         count = 1

@@ -1,8 +1,8 @@
 """Fuzz the packed model file (``.xnor``): every mutant is refused with ModelFormatError, or loads and runs.
 
-Two seed models are exported once; mutants of them (flipped bytes, truncations, edited
-header lengths, edited safetensors tables, edited metadata, edited graphs, edited tensor
-data) are written to files and loaded and run in child processes (tests/fuzz_worker.py,
+Three seed models are exported once (two of images, an MLP of vectors); mutants of them (flipped
+bytes, truncations, edited header lengths, edited safetensors tables, edited metadata, edited graphs,
+edited tensor data) are written to files and loaded and run in child processes (tests/fuzz_worker.py,
 torch-free), so that a segfault or an abort fails the test instead of killing pytest:
 
 ``ok``       loaded and ran
@@ -119,7 +119,7 @@ def short(value) -> str:
 class Seed:
     name: str
     blob: bytes
-    size: tuple[int, int]
+    size: tuple[int, ...]
     header_len: int = 0
     header: dict = field(default_factory=dict)
     graph: dict = field(default_factory=dict)
@@ -138,8 +138,8 @@ class Seed:
         return {k: v for k, v in self.header.items() if k != "__metadata__"}
 
 
-def build_seed_files(folder: Path) -> list[tuple[Path, tuple[int, int]]]:
-    """Export the two seed models into ``folder`` (needs torch); returns (path, input size) pairs."""
+def build_seed_files(folder: Path) -> list[tuple[Path, tuple[int, ...]]]:
+    """Export the three seed models into ``folder`` (needs torch); returns (path, input size) pairs."""
     import torch
     from torch import nn
 
@@ -183,16 +183,20 @@ def build_seed_files(folder: Path) -> list[tuple[Path, tuple[int, int]]]:
             x = torch.flatten(self.ada(self.avg(x)), 1)
             return self.fc(self.bn1d(x))
 
+    # An MLP of vectors (input size []): layer norm and batch norm on features, two binary linear layers.
+    mlp = nn.Sequential(nn.Linear(20, 32), nn.LayerNorm(32), BinaryLinear(32, 24, scaling="gamma-o"), nn.PReLU(24),
+                        nn.BatchNorm1d(24), BinaryLinear(24, 16, scaling="xnor-alpha"), nn.ReLU(), nn.Linear(16, 5))
     mixed = Mixed()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, p in mixed.named_parameters():
+        for name, p in [*mixed.named_parameters(), *mlp.named_parameters()]:
             if "scale_" in name or "weight" in name and p.dim() == 1:
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
             elif name.endswith("bias"):
                 p.copy_(torch.rand(p.shape, generator=g) - 0.3)
     b = export_model(mixed.eval(), folder / "mixed.xnor", input_size=(12, 12), real_dtype="float16")
-    return [(Path(a), (28, 28)), (Path(b), (12, 12))]
+    c = export_model(mlp.eval(), folder / "mlp.xnor", input_size=(20,))
+    return [(Path(a), (28, 28)), (Path(b), (12, 12)), (Path(c), ())]
 
 
 def load_seeds(files) -> list[Seed]:
@@ -217,11 +221,10 @@ def with_graph(seed: Seed, graph, data: bytes | None = None) -> bytes:
 SCALING_NAMES = ["none", "xnor", "xnor-alpha", "gamma-o", "gamma-ohw", "gamma-o-hw", "gamma-o-h-w"]
 RUNTIME_OPS = list(OPS)
 UNKNOWN_OPS = ["lstm", "", "Conv2d", "binary_conv2d ", "BINARY_LINEAR", None, 5, [], {"op": "relu"}]
-ATTR_KEYS = ["in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "pad_value",
-             "output_size", "scaling", "magnitude", "ceil_mode", "count_include_pad", "min", "max", "module", "approximate", "eps",
-             "mode", "keepdim", "start", "stop"]
-PARAM_KEYS = ["weight", "bias", "weight_bits", "alpha", "scale", "shift", "slope", "in_scale", "in_shift",
-              "scale_channel", "scale_height", "scale_width", "scale_spatial", "scale_full"]
+# Every attribute and parameter name of the current format, from the schema's op table: an edit sets a node's own
+# field to a wrong value, or another op's (an unknown field for this one).
+ATTR_KEYS = sorted({key for spec in OPS.values() for key in spec.attrs})
+PARAM_KEYS = sorted({key for spec in OPS.values() for key in spec.params})
 HUGE = [2**31, 2**32, 2**63, 2**64, 10**30, 10**400, -10**400, Raw("1e999"), Raw("-1e999")]
 NON_INT = [1.5, -0.5, 0.0, "3", "", True, False, None, [], {}, Raw("NaN"), Raw("Infinity"), Raw("-Infinity")]
 WEIRD = [0, -1, 1, 2, 3, -2**31, *HUGE, *NON_INT,
@@ -231,8 +234,6 @@ WEIRD = [0, -1, 1, 2, 3, -2**31, *HUGE, *NON_INT,
          deep_list(500), deep_list(5000), deep_dict(5000)]
 PAD_VALUES = [0.0, 1.0, -1.0, 0.5, 2.0, -3.0, 1, 0, Raw("NaN"), Raw("Infinity"), Raw("1e999"), "1", None, True, [],
               [1.0]]
-OUTPUT_SIZES = [[7, 7], [1, 1], [0, 0], [14, 14], [28, 28], [12, 12], [6, 6], [13, 12], [4096, 4096], [2**31, 1],
-                [2**16, 2**16], None, [14], [14, 14, 14], [Raw("1e999"), 14], [-14, -14], [14.0, 14.0]]
 ADAPTIVE_SIZES = [[4096, 4096], [65536, 65536], [2**31, 2**31], [2**63, 1], [1, 2**20], [2**16, 2**16], [0, 0],
                   [3, 3], [28, 28], [1], [1, 1, 1], [Raw("1e999"), 1], [-1, 1], None, 4, [1.5, 1], ["2", "2"]]
 INPUT_SIZES = [[], [28], [28, 28, 28], [0, 0], [-1, -1], [Raw("1e999"), 28], None, [2**31, 2**31], [2**63, 1],
@@ -273,11 +274,13 @@ def _plausible_list(rng, current) -> list:
 
 
 def g_attr(rng, g):
-    """An attribute set to a weird, huge, non-integer, or plausible-but-inconsistent value."""
-    node = _node(rng, g, lambda n: isinstance(n.get("attrs"), dict))
+    """An attribute set to a weird, huge, non-integer, or plausible-but-inconsistent value; sometimes any name
+    (another op's: an unknown attribute), the only kind of edit a node with no attribute but 'module' can take."""
+    extra = rng.random() < 0.15
+    node = _node(rng, g, lambda n: isinstance(n.get("attrs"), dict) and (extra or set(n["attrs"]) - {"module"}))
     attrs = node["attrs"]
     keys = [k for k in sorted(attrs) if k != "module"]
-    key = rng.choice(keys) if keys and rng.random() < 0.85 else rng.choice(ATTR_KEYS)  # else maybe an extra one
+    key = rng.choice(ATTR_KEYS) if extra or not keys else rng.choice(keys)
     current = attrs.get(key)
     r = rng.random()
     if key == "pad_value":
@@ -286,9 +289,9 @@ def g_attr(rng, g):
         value = rng.choice(SCALING_NAMES + ["gamma", "", "XNOR", None, 5, [], "none "])
     elif key == "output_size" and node.get("op") == "adaptive_avg_pool2d":
         value = rng.choice(ADAPTIVE_SIZES)
-    elif key == "output_size" and r < 0.6:
-        value = rng.choice(OUTPUT_SIZES)
-    elif key in ("in_channels", "out_channels", "groups") and r < 0.6:
+    elif key == "eps" and r < 0.6:
+        value = rng.choice(EPS)
+    elif key in ("in_channels", "out_channels", "in_features", "out_features", "groups") and r < 0.6:
         c = current if type(current) is int else 8
         value = rng.choice([c + 1, c - 1, c * 2, max(c // 2, 1), 0, 3, 4, 16, 2**20, *HUGE, 1.5, "8", True, None])
     elif isinstance(current, list) and r < 0.5:
@@ -299,31 +302,50 @@ def g_attr(rng, g):
     return f"node {_name(node)} ({node.get('op')}) attrs.{key}: {short(current)} -> {short(value)}"
 
 
+EPS = [0, 0.0, -0.0, 1e-5, -1e-5, -1, 1e-300, 1e300, 10**400, Raw("NaN"), Raw("1e999"), Raw("-1e999"), "1e-5", None,
+       True, []]
 BINARY = ("binary_conv2d", "binary_linear")
+LINEAR = ("linear", "binary_linear")
 POOLS = ("max_pool2d", "avg_pool2d")
+# The other attributes with a few valid values: each valid one, a near miss, a wrong type.
+FLAGS = [True, False, 0, 1, "true", None]
+CHOICES = {"gelu": {"approximate": ["none", "tanh", "erf", "Tanh", "", None, 1]},
+           "global_pool": {"mode": ["mean", "max", "min", "sum", "", None, 0], "keepdim": FLAGS},
+           "max_pool2d": {"ceil_mode": FLAGS},
+           "avg_pool2d": {"ceil_mode": FLAGS, "count_include_pad": FLAGS},
+           "channel_slice": {"start": [0, 1, 2, 7, 8, -1, 2**24, 1.0, None],
+                             "stop": [0, 1, 4, 8, 9, 2**24, 2**25, None]},
+           "channel_shuffle": {"groups": [1, 2, 3, 4, 8, 16, 0, -1, 2**24, None]}}
 
 
 def g_target(rng, g):
     """The edits most likely to get past the first checks: one attribute of the right kind of node."""
-    kind = rng.choice(["adaptive", "pad_value", "scaling", "output_size", "channels", "repeat_input", "add_inputs",
-                       "pool_geometry", "conv_geometry", "hardtanh", "magnitude"])
+    kind = rng.choice(["adaptive", "pad_value", "scaling", "features", "channels", "repeat_input", "add_inputs",
+                       "pool_geometry", "conv_geometry", "hardtanh", "eps", "choice"])
     if kind == "adaptive":
         node = _node(rng, g, lambda n: n.get("op") == "adaptive_avg_pool2d" and isinstance(n.get("attrs"), dict))
         key, value = "output_size", rng.choice(ADAPTIVE_SIZES)
-    elif kind in ("pad_value", "scaling", "output_size", "magnitude"):
-        node = _node(rng, g, lambda n: n.get("op") in BINARY and isinstance(n.get("attrs"), dict))
+    elif kind in ("pad_value", "scaling"):
+        node = _node(rng, g, lambda n: n.get("op") in (BINARY if kind == "scaling" else ("binary_conv2d",))
+                     and isinstance(n.get("attrs"), dict))
         key = kind
-        value = {"pad_value": lambda: rng.choice(PAD_VALUES),
-                 "scaling": lambda: rng.choice(SCALING_NAMES + ["gamma", "", "XNOR", None, 5, []]),
-                 "output_size": lambda: rng.choice(OUTPUT_SIZES),
-                 "magnitude": lambda: rng.choice([True, False, 1, "no", None, []])}[kind]()
-    elif kind == "channels":
-        node = _node(rng, g, lambda n: n.get("op") in (*BINARY, "conv2d") and isinstance(n.get("attrs"), dict))
-        key = rng.choice(["in_channels", "out_channels", "groups"] if node["op"] != "conv2d"
-                         else ["in_channels", "groups"])
+        value = rng.choice(PAD_VALUES) if kind == "pad_value" else rng.choice(
+            SCALING_NAMES + ["gamma", "", "XNOR", None, 5, []])
+    elif kind in ("channels", "features"):
+        ops_ = ("binary_conv2d", "conv2d") if kind == "channels" else LINEAR
+        node = _node(rng, g, lambda n: n.get("op") in ops_ and isinstance(n.get("attrs"), dict))
+        key = rng.choice(["in_features", "out_features"] if kind == "features" else ["in_channels", "groups"]
+                         if node["op"] == "conv2d" else ["in_channels", "out_channels", "groups"])
         c = node["attrs"].get(key)
         c = c if type(c) is int else 8
         value = rng.choice([c + 1, c - 1, c * 2, max(c // 2, 1), 0, -c, 2, 3, 4, 16, 2**20, *HUGE])
+    elif kind == "eps":
+        node = _node(rng, g, lambda n: n.get("op") == "layer_norm" and isinstance(n.get("attrs"), dict))
+        key, value = "eps", rng.choice(EPS)
+    elif kind == "choice":
+        node = _node(rng, g, lambda n: n.get("op") in CHOICES and isinstance(n.get("attrs"), dict))
+        key = rng.choice(sorted(CHOICES[node["op"]]))
+        value = rng.choice(CHOICES[node["op"]][key])
     elif kind in ("repeat_input", "add_inputs"):
         node = _node(rng, g, lambda n: (n.get("op") == "add") == (kind == "add_inputs")
                      and isinstance(n.get("inputs"), list) and n["inputs"])
@@ -742,7 +764,7 @@ class Mutant:
     family: str
     desc: str
     blob: bytes
-    size: tuple[int, int]
+    size: tuple[int, ...]
 
 
 def make_mutant(seeds: list[Seed], index: int, run_seed: int, families: list[str] | None = None) -> Mutant:
@@ -831,7 +853,7 @@ class Worker:
                 self.proc.wait()
         self.log.close()
 
-    def ask(self, path: Path, size: tuple[int, int], **extra) -> dict:
+    def ask(self, path: Path, size: tuple[int, ...], **extra) -> dict:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:
             self.proc.stdin.write(json.dumps({"path": str(path), "fallback_size": list(size), **extra}) + "\n")

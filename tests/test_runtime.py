@@ -150,6 +150,8 @@ def test_cli_run_fashion_mnist(packed_path, tmp_path):
     (lambda g: g["nodes"].append({"name": "p", "op": "adaptive_avg_pool2d", "inputs": ["x"], "attrs":
                                   {"output_size": [2**15, 2**15]}, "params": {}}), "elements"),
     (lambda g: g["input"].update(channels=10**400), "channels"),
+    (lambda g: g["input"].update(size=[28]), r"a size: \[H, W\] .* for images, or \[\] for vectors"),
+    (lambda g: g["input"].update(size=[]), r"needs a feature map \(C, H, W\) as input, got a vector of 1 features"),
     (lambda g: g["nodes"][0]["attrs"].update(kernel=[3, 3000]), "smaller than the kernel"),
 ])
 def test_bad_graphs_are_refused_at_load_naming_the_field(packed_path, tmp_path, edit, field):

@@ -7,7 +7,9 @@ Every module of the model must be one the runtime runs; anything else is an
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import operator
 
 import numpy as np
@@ -107,20 +109,53 @@ def _dims(dim, rank: int) -> tuple[int, ...]:
     return tuple(sorted(d % rank for d in dims))
 
 
-def _first_layer_channels(traced: fx.Graph, modules: dict) -> int | None:
-    """The input channels of the first conv or linear layer, unless the model reshapes its input before it."""
+def _first_layer(traced: fx.Graph, modules: dict) -> tuple[int | None, bool]:
+    """The input channels of the first conv or linear layer, unless the model reshapes its input before it
+    (None), and whether the model takes vectors: its first layer is a Linear on the input's own last axis
+    (nothing permuted before it), which export runs on vectors only."""
+    permuted = False
     for node in traced.nodes:
         if node.op == "call_module":
             m = modules[node.target]
             if isinstance(m, nn.Conv2d):
-                return int(m.in_channels)
+                return int(m.in_channels), False
             if isinstance(m, nn.Linear):
-                return int(m.in_features)
+                return int(m.in_features), not permuted
             if isinstance(m, nn.Flatten):
-                return None
+                return None, False
         elif node.target in (torch.flatten, torch.reshape, "flatten", "view", "reshape"):
-            return None
-    return None
+            return None, False
+        elif node.target in (torch.permute, "permute"):  # a Linear over channels permuted last: a feature map
+            permuted = True
+    return None, False
+
+
+def _input_shape(input_size, in_channels: int | None, layer: tuple[int | None, bool]) -> tuple[int, ...] | str:
+    """The shape of one input, (C, H, W) or (F,) for vectors, from export's arguments and the first layer; or
+    why it is unknown. ``input_size`` is (h, w), (features,), or () for vectors of ``in_channels`` features."""
+    channels, vectors = layer
+    if input_size is None and vectors:  # a Linear reads the input: it takes vectors of its in_features
+        input_size = ()
+    if input_size is None:
+        return ("the packed format records the input size: pass input_size=(h, w) for images, or "
+                "input_size=(features,) for a model that takes vectors (N, features) (or dataset=)")
+    try:
+        size = tuple(operator.index(v) for v in input_size)
+    except TypeError:  # not a sequence of integers
+        size = None
+    if size is None or len(size) > 2 or min(size, default=1) < 1:
+        raise ExportError(f"input_size must be (h, w) for images or (features,) for vectors, in positive integers; "
+                          f"got {input_size!r}")
+    if len(size) == 1:
+        if in_channels is not None and in_channels != size[0]:
+            raise ExportError(f"input_size={size!r} means vectors of {size[0]} features, but in_channels="
+                              f"{in_channels}: give one of them, or equal values")
+        return size
+    channels = in_channels if in_channels is not None else channels
+    if channels is None:
+        return ("the input channel count is unknown (the model flattens its input before its first conv or linear "
+                "layer, or has none): pass in_channels= (or dataset=)")
+    return (int(channels), *size)
 
 
 def _np(t: torch.Tensor, dtype=np.float32) -> np.ndarray:
@@ -135,14 +170,23 @@ def _conv_padding(conv: nn.Conv2d) -> list[int]:
     return list(padding_from_torch(conv._reversed_padding_repeated_twice))
 
 
-def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
+def _bn_affine(bn, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Eval batch norm as x*scale + shift, computed like PyTorch's CPU kernel (float32)."""
     if bn.running_mean is None:
-        raise ExportError(f"BatchNorm {bn!r} has no running statistics (track_running_stats=False)")
+        raise ExportError(f"{where}: BatchNorm {bn!r} has no running statistics (track_running_stats=False)")
     mean, var = _np(bn.running_mean), _np(bn.running_var)
-    invstd = np.float32(1.0) / np.sqrt(var + np.float32(bn.eps))
     w = _np(bn.weight) if bn.weight is not None else np.ones_like(mean)
     b = _np(bn.bias) if bn.bias is not None else np.zeros_like(mean)
+    # The folded scale and shift would be NaN or infinite, which the schema refuses without naming the cause.
+    for name, v in (("running_mean", mean), ("running_var", var), ("weight", w), ("bias", b)):
+        if not np.isfinite(v).all():
+            raise ExportError(f"{where}: BatchNorm {name} holds NaN or infinite values (channels "
+                              f"{np.flatnonzero(~np.isfinite(v))[:5].tolist()}); the packed model needs finite ones")
+    denominator = var + np.float32(bn.eps)
+    if (denominator <= 0).any():
+        raise ExportError(f"{where}: BatchNorm running_var + eps must be positive, got "
+                          f"{float(denominator.min()):.6g} (channels {np.flatnonzero(denominator <= 0)[:5].tolist()})")
+    invstd = np.float32(1.0) / np.sqrt(denominator)
     scale = (w * invstd).astype(np.float32)
     return scale, (b - mean * scale).astype(np.float32)
 
@@ -246,7 +290,7 @@ class _Builder:
             return self.add(name, "linear", [x], {"in_features": m.in_features, "out_features": m.out_features,
                                                   "module": qual}, weight=_np(m.weight, self.real), bias=bias)
         if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            scale, shift = _bn_affine(m)
+            scale, shift = _bn_affine(m, qual)
             return self.add(name, "batch_norm", [x], {"module": qual}, scale=scale, shift=shift)
         if isinstance(m, nn.PReLU):
             return self.add(name, "prelu", [x], {"module": qual}, slope=_np(m.weight).reshape(-1))
@@ -563,32 +607,32 @@ class _Builder:
 _POINTWISE = {"kernel": [1, 1], "stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1]}
 
 
-def _shapes(traced: fx.Graph, model: nn.Module, channels: int | None, input_size) -> str | None:
-    """Record every tensor's shape in ``traced`` (fx shape propagation, a batch of 2); or why it could not."""
-    if channels is None:
-        return ("the input channel count is unknown (the model flattens its input before its first conv or linear "
-                "layer, or has none): pass in_channels= (or dataset=)")
-    if input_size is None:
-        return "the packed format records the input size: pass input_size=(h, w) (or dataset=)"
+def _shapes(traced: fx.Graph, model: nn.Module, shape: tuple[int, ...] | str) -> str | None:
+    """Record every tensor's shape in ``traced`` (fx shape propagation, a batch of 2) for inputs of ``shape``;
+    or why it could not (``shape`` may already say why)."""
+    if isinstance(shape, str):
+        return shape
     from torch.fx.passes.shape_prop import ShapeProp
 
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    try:
-        with torch.no_grad():
-            ShapeProp(fx.GraphModule(model, traced)).propagate(
-                torch.zeros(2, channels, *(int(v) for v in input_size), dtype=dtype))
+    try:  # ShapeProp prints the traceback of a failing node itself: the message below says what failed
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            ShapeProp(fx.GraphModule(model, traced)).propagate(torch.zeros(2, *shape, dtype=dtype))
     except Exception as err:  # e.g. an input size too small for the model: the schema names the node later
-        return f"the model does not run on inputs of {channels}x{input_size[0]}x{input_size[1]}: {err}"
+        what = f"vectors of {shape[0]} features" if len(shape) == 1 else "inputs of " + "x".join(map(str, shape))
+        return f"the model does not run on {what}: {err.__cause__ or err}"
     return None
 
 
-def trace(model: nn.Module, input_size: tuple[int, int] | None, *, in_channels: int | None = None,
+def trace(model: nn.Module, input_size: tuple[int, ...] | None, *, in_channels: int | None = None,
           real_dtype: str = "float32", meta: dict | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
     """The validated packed graph and tensors of ``model`` (in eval mode) for inputs of ``input_size``.
 
-    ``in_channels`` defaults to the first conv or linear layer's; ``meta`` adds the schema's optional
-    graph fields (preprocess, num_classes, producer, real_dtype).
+    ``input_size`` is (h, w) for images (N, C, H, W), or (features,) for vectors (N, features); () or None
+    with a model whose first layer is a Linear reading the input also means vectors (of ``in_channels`` or
+    that layer's in_features). ``in_channels`` defaults to the first conv or linear layer's; ``meta`` adds
+    the schema's optional graph fields (preprocess, num_classes, producer, real_dtype).
     """
     if real_dtype not in ("float32", "float16"):
         raise ValueError(f"real_dtype must be 'float32' or 'float16', got {real_dtype!r}")
@@ -597,8 +641,8 @@ def trace(model: nn.Module, input_size: tuple[int, int] | None, *, in_channels: 
     except Exception as err:  # fx cannot follow data-dependent Python control flow
         raise ExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from err
     modules = dict(model.named_modules())
-    channels = in_channels if in_channels is not None else _first_layer_channels(traced, modules)
-    b = _Builder(model, real_dtype, _shapes(traced, model, channels, input_size))
+    shape = _input_shape(input_size, in_channels, _first_layer(traced, modules))
+    b = _Builder(model, real_dtype, _shapes(traced, model, shape))
     output = None
     input_name = None
     for node in traced.nodes:
@@ -620,11 +664,11 @@ def trace(model: nn.Module, input_size: tuple[int, int] | None, *, in_channels: 
             output = b.value(node.args[0], "model output")
     if not b.nodes:
         raise ExportError("the model has no layer the packed runtime runs")
-    if channels is None or input_size is None:
-        raise ExportError(b.no_shapes)
-    graph = {"input": {"name": input_name, "channels": int(channels), "size": [int(v) for v in input_size]},
+    if isinstance(shape, str):
+        raise ExportError(shape)
+    graph = {"input": {"name": input_name, "channels": shape[0], "size": list(shape[1:])},
              "output": output, "nodes": b.nodes, **(meta or {}), "real_dtype": real_dtype}
     try:
         return Graph.from_json(graph, b.tensors, f"exporting {type(model).__name__}"), b.tensors
-    except ModelFormatError as err:  # e.g. an input size the model cannot take
-        raise ExportError(str(err)) from None
+    except ModelFormatError as err:  # e.g. an input size the model cannot take: say what PyTorch said of it too
+        raise ExportError(str(err) + (f" ({b.no_shapes})" if b.no_shapes else "")) from None

@@ -32,7 +32,7 @@ def _load(model_or_checkpoint) -> tuple[nn.Module, dict]:
     return model, dict(getattr(model, "xnorpp_config", None) or {})
 
 
-def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, real_dtype: str = "float32", *,
+def build_graph(model_or_checkpoint, input_size: tuple[int, ...] | None = None, real_dtype: str = "float32", *,
                 dataset: str | None = None, in_channels: int | None = None) -> tuple[packed.Graph, dict]:
     """The validated packed graph and tensors that :func:`export_model` writes (nothing is written)."""
     model, config = _load(model_or_checkpoint)
@@ -49,7 +49,7 @@ def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, 
 
     meta = {"producer": f"xnorpp {__version__}"}
     if info is not None:
-        input_size = input_size or info.input_size
+        input_size = info.input_size if input_size is None else input_size
         meta["preprocess"] = {"dataset": dataset, "mean": list(info.mean), "std": list(info.std)}
         meta["num_classes"] = info.num_classes
         if info.classes:
@@ -63,15 +63,16 @@ def build_graph(model_or_checkpoint, input_size: tuple[int, int] | None = None, 
     return graph, tensors
 
 
-def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+def export_model(model_or_checkpoint, path: str | os.PathLike, input_size: tuple[int, ...] | None = None,
                  real_dtype: str = "float32", *, dataset: str | None = None, in_channels: int | None = None) -> Path:
     """Write ``model_or_checkpoint`` (an ``nn.Module``, a checkpoint/model.pt or a run folder) to ``path``.
 
     ``input_size`` (h, w) is recorded in the file: the runtime validates every layer for it and
-    refuses other sizes (the data set's size by default). ``dataset`` records the input
-    normalization of a known data set for ``xnorpp run``. ``in_channels`` is read from the first conv
-    or linear layer; give it (or ``dataset``) for a model that flattens its input first. Returns the
-    path written (atomically).
+    refuses other sizes (the data set's size by default). A model that takes vectors (N, features), an
+    MLP, has ``input_size=(features,)``; without it, a model whose first layer is a Linear reading the
+    input takes vectors of its in_features. ``dataset`` records the input normalization of a known data
+    set for ``xnorpp run``. ``in_channels`` is read from the first conv or linear layer; give it (or
+    ``dataset``) for a model that flattens its input first. Returns the path written (atomically).
     """
     graph, tensors = build_graph(model_or_checkpoint, input_size, real_dtype, dataset=dataset,
                                  in_channels=in_channels)

@@ -5,8 +5,9 @@
 
 The IR is built from the validated packed graph (:mod:`xnorpp.packed`), node by node. The op that does a node's
 work carries the node's name, its helpers ``<node>/<role>``, so that OpenVINO's layers and profiling counters
-name the packed nodes. The input is NCHW float32, as the PyTorch model takes it, of a fixed batch (OpenVINO's CPU
-BinaryConvolution refuses dynamic shapes). Binary layers (docs/design.md, "The OpenVINO export"):
+name the packed nodes. The input is NCHW float32 ((N, F) for a model of vectors), as the PyTorch model takes it,
+of a fixed batch (OpenVINO's CPU BinaryConvolution refuses dynamic shapes). Binary layers (docs/design.md, "The
+OpenVINO export"):
 
 * the sign is a FakeQuantize with 2 levels, input low = high = a threshold t per channel and outputs 0 and 1:
   x > t gives 1, which BinaryConvolution's ``xnor-popcount`` reads as +1 and 0 as -1. A batch norm read by the
@@ -166,8 +167,8 @@ class _Builder:
         return np.asarray(value, np.float32).reshape((1, -1) + (1,) * (rank - 2))
 
     def build(self):
-        c, h, w = self.graph.input_shape
-        x = self.ops.parameter([self.batch, c, h, w], np.float32, name=self.graph.input_name)
+        shape = [self.batch, *self.graph.input_shape]  # (N, C, H, W), or (N, F) for vectors
+        x = self.ops.parameter(shape, np.float32, name=self.graph.input_name)
         x.output(0).get_tensor().set_names({self.graph.input_name})
         self.values[self.graph.input_name] = x.output(0)
         for node in self.graph.nodes:

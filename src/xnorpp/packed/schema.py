@@ -2,7 +2,7 @@
 
 A graph (the ``graph`` JSON of a ``.xnor`` file) is::
 
-    {"input":  {"name": "x", "channels": C, "size": [H, W]},
+    {"input":  {"name": "x", "channels": C, "size": [H, W]},   ("size": [] for vectors of C features)
      "output": "<value name>",
      "nodes":  [{"name": ..., "op": ..., "inputs": [...], "attrs": {...}, "params": {key: tensor name}}, ...],
      "preprocess": {...}, "num_classes": K, "classes": [K names], "producer": "...",
@@ -60,6 +60,7 @@ class Attr:
     minimum: int = 1        # of each integer (maximum: MAX_DIM)
     choices: tuple = ()     # of a 'choice'
     required: bool = True
+    at_least: float | None = None  # of a 'number' (layer norm's eps: a negative one gives NaN)
 
     def describe(self) -> str:
         if self.kind == "int":
@@ -69,7 +70,7 @@ class Attr:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "number":
-            return "a finite number"
+            return "a finite number" + ("" if self.at_least is None else f" >= {self.at_least:g}")
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
         return f"a string of at most {MAX_NAME} characters"
@@ -90,7 +91,7 @@ class Attr:
             return value if type(value) is bool else None
         if self.kind == "number":  # a JSON integer may exceed any float: compare before converting
             ok = (type(value) is int and abs(value) <= 1e300) or (type(value) is float and math.isfinite(value))
-            return float(value) if ok else None
+            return float(value) if ok and (self.at_least is None or value >= self.at_least) else None
         if self.kind == "choice":  # numbers compare by value (0 == 0.0), booleans never match
             for choice in self.choices:
                 same_kind = isinstance(value, str) if isinstance(choice, str) else type(value) in (int, float)
@@ -393,7 +394,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("gelu", "x·Φ(x), the exact erf form, or PyTorch's tanh approximation",
            {"approximate": Attr("choice", choices=("none", "tanh")), **_MODULE}, _infer_same),
     OpSpec("layer_norm", "normalization over the channels of each pixel (or the features of a vector), "
-           "then ·weight + bias", {"eps": Attr("number"), **_MODULE}, _infer_same,
+           "then ·weight + bias", {"eps": Attr("number", at_least=0), **_MODULE}, _infer_same,
            {"weight": Param("float", _in_channels, optional=True), "bias": Param("float", _in_channels, optional=True)},
            work=lambda n: 4 * _prod(n.shape)),
     OpSpec("max_pool2d", "max pooling (PyTorch's windows, -inf padding, ceil_mode)",
@@ -432,7 +433,7 @@ class Graph:
     """A validated graph: the input, the nodes in execution order with their shapes, the output."""
 
     input_name: str
-    input_shape: Shape  # (C, H, W)
+    input_shape: Shape  # (C, H, W) for images, (F,) for vectors
     output: str
     nodes: list[Node]
     meta: dict = field(default_factory=dict)  # preprocess, num_classes, classes, producer, real_dtype
@@ -452,8 +453,8 @@ class Graph:
         return out
 
     def to_json(self) -> dict:
-        c, h, w = self.input_shape
-        return {"input": {"name": self.input_name, "channels": c, "size": [h, w]}, "output": self.output,
+        channels, *size = self.input_shape
+        return {"input": {"name": self.input_name, "channels": channels, "size": size}, "output": self.output,
                 "nodes": [n.to_json() for n in self.nodes], **self.meta}
 
     @classmethod
@@ -501,15 +502,18 @@ class _Validator:
         return Graph(name, shape, output, nodes, meta)
 
     def input(self, inp) -> tuple[str, Shape]:
+        """The input's name and shape for one image: (C, H, W), or (C,) for vectors, recorded as size [] (a
+        file written before vector inputs existed has [H, W] and reads as before: no new format version)."""
         if not isinstance(inp, dict) or set(inp) != {"name", "channels", "size"}:
             raise self.fail("graph 'input' must be {'name', 'channels', 'size'}")
         name = Attr("text").parse(inp["name"])
         channels = Attr("int").parse(inp["channels"])
-        size = Attr("ints", 2).parse(inp["size"])
+        size = () if inp["size"] == [] else Attr("ints", 2).parse(inp["size"])
         if not name or channels is None or size is None:
-            raise self.fail(f"graph 'input' must have a name, channels (an integer in [1, {MAX_DIM}]) and a size "
-                            f"[H, W] (integers in [1, {MAX_DIM}]), got name {_show(inp['name'])}, channels "
-                            f"{_show(inp['channels'])}, size {_show(inp['size'])}")
+            raise self.fail(f"graph 'input' must have a name, channels (an integer in [1, {MAX_DIM}]) and a size: "
+                            f"[H, W] (integers in [1, {MAX_DIM}]) for images, or [] for vectors of 'channels' "
+                            f"features; got name {_show(inp['name'])}, channels {_show(inp['channels'])}, size "
+                            f"{_show(inp['size'])}")
         shape = (channels, *size)
         if _prod(shape) > MAX_ELEMENTS:
             raise self.fail(f"input {shape} has more than {MAX_ELEMENTS} elements")
@@ -583,11 +587,11 @@ class _Validator:
             ref = params[key]
             if not isinstance(ref, str) or ref not in self.tensors:
                 raise node.fail(f"parameter {key!r}: tensor {_show(ref)} is not in the file")
-            self.tensor(node, key, param, self.tensors[ref])
+            self.tensor(node, key, ref, param, self.tensors[ref])
             out[key] = ref
         return out
 
-    def tensor(self, node: Node, key: str, param: Param, t: np.ndarray) -> None:
+    def tensor(self, node: Node, key: str, ref: str, param: Param, t: np.ndarray) -> None:
         allowed = {"bits": ("uint8",), "float": ("float32",), "real": ("float32", "float16")}[param.kind]
         if str(t.dtype) not in allowed:
             raise node.fail(f"parameter {key!r} has dtype {t.dtype}, expected {' or '.join(allowed)}")
@@ -595,8 +599,13 @@ class _Validator:
         if tuple(t.shape) not in shapes:
             raise node.fail(f"parameter {key!r} has shape {tuple(t.shape)}, expected "
                             + " or ".join(str(s) for s in shapes))
-        if param.kind != "bits" and not np.isfinite(t).all():
-            raise node.fail(f"parameter {key!r} holds NaN or infinite values")
+        if param.kind != "bits":
+            bad = ~np.isfinite(t)
+            if bad.any():  # NaN would reach the logits unnoticed (a NaN scale, shift or Γ), or as a sign
+                first = np.unravel_index(np.flatnonzero(bad)[0], t.shape)
+                raise node.fail(f"parameter {key!r} (tensor {_show(ref)}) holds {int(bad.sum())} NaN or infinite "
+                                f"value(s), the first {t[first]} at index {tuple(int(i) for i in first)}; every "
+                                "parameter must be finite")
 
     def meta(self, meta: dict, channels: int) -> None:
         if "num_classes" in meta and Attr("int").parse(meta["num_classes"]) is None:

@@ -79,12 +79,12 @@ def _load_npy(path: Path, option: str) -> np.ndarray:
 
 def _npy_inputs(path: Path, model) -> Inputs:
     array = _load_npy(path, "--input")
-    if array.ndim == 3 and model.in_channels == 1:
+    if array.ndim == 3 and model.in_channels == 1 and model.input_size:
         array = array[:, None]
     want = (model.in_channels, *model.input_size)
-    if array.ndim != 4 or tuple(array.shape[1:]) != want:
-        raise ValueError(f"--input {path}: expected images of shape (N, {', '.join(map(str, want))}), got "
-                         f"{array.shape}")
+    if array.ndim != 1 + len(want) or tuple(array.shape[1:]) != want:
+        raise ValueError(f"--input {path}: expected {'images' if model.input_size else 'vectors'} of shape "
+                         f"(N, {', '.join(map(str, want))}), got {array.shape}")
     if array.dtype == np.uint8:  # pixels, normalized as at export
         return Inputs(len(array), lambda i, j: array[i:j], None, lambda i: f"{path.name}[{i}]", str(path))
     if array.dtype.kind != "f":
@@ -96,6 +96,9 @@ def _npy_inputs(path: Path, model) -> Inputs:
 def folder_inputs(folder: Path, model) -> Inputs:
     """Images of ``folder`` resized to the model's input; class folders are labelled by name when the model
     records class names that include them, else by sorted position (as ImageFolder does in training)."""
+    if not model.input_size:
+        raise ValueError(f"{folder}: the model takes vectors of {model.in_channels} features, not images; pass them "
+                         "as a .npy array (N, features)")
     paths, labels, classes = list_images(folder)
     known = list(model.classes or [])
     if labels is not None and known and set(classes) <= set(known):

@@ -22,7 +22,8 @@ _NAN_INPUT = "input contains NaN; a NaN has no sign (the packed runtime refuses 
 
 
 class PackedModel:
-    """A packed binary network ready to run: ``logits = model(x)`` with x a float32 numpy batch (N, C, H, W).
+    """A packed binary network ready to run: ``logits = model(x)`` with x a float32 numpy batch (N, C, H, W),
+    or (N, F) for a model exported for vectors (``input_shape`` says which: (C, H, W) or (F,)).
 
     ``input_layer="int8"`` runs the real conv that reads the input in integers (docs/design.md, "The int8
     input layer"): exact for inputs that are normalized 8-bit images, with its weights rounded to 7 bits.
@@ -32,8 +33,9 @@ class PackedModel:
                  input_layer: str = "float32"):
         self.path = path
         self.graph = graph
-        self.in_channels = graph.input_shape[0]
-        self.input_size = graph.input_shape[1:]
+        self.input_shape = graph.input_shape  # one input: (C, H, W), or (F,) for vectors
+        self.in_channels = graph.input_shape[0]  # the features of a vector
+        self.input_size = graph.input_shape[1:]  # (H, W), or () for vectors
         self.num_classes = graph.meta.get("num_classes")
         self.classes = graph.meta.get("classes")  # class names, when the data set has them
         self.preprocess = graph.meta.get("preprocess")
@@ -61,6 +63,7 @@ class PackedModel:
                 last_read[value] = index
         self._free = [sorted({v for v in step.inputs if last_read[v] == index and v != graph.output})
                       for index, step in enumerate(self.steps)]
+        self._output_node = next((n for n in graph.nodes if n.name == graph.output), None)  # None: the input
 
     def _int8_input_step(self) -> Step:
         """The step that runs the input layer in int8; a clear error when this model has none."""
@@ -76,7 +79,8 @@ class PackedModel:
 
     # -- running -----------------------------------------------------------------------------
     def check_input(self, x) -> np.ndarray:
-        """Validate an input batch; returns it as (N, C, H, W). Clear errors for wrong type/shape/dtype/layout."""
+        """Validate an input batch; returns it as (N, C, H, W), or (N, F) for vectors. Clear errors for wrong
+        type/shape/dtype/layout."""
         x = self._check_layout(x)
         if np.isnan(x).any():
             raise ValueError(_NAN_INPUT)
@@ -88,22 +92,33 @@ class PackedModel:
             raise TypeError(f"expected a numpy.ndarray, got {type(x).__name__}")
         if x.dtype != np.float32:
             raise TypeError(f"expected dtype float32, got {x.dtype}; convert with x.astype(numpy.float32)")
-        if x.ndim == 3:
+        given = tuple(x.shape)  # for messages: the caller's shape, before one image gets its batch axis
+        if x.ndim == len(self.input_shape):  # one image, or one vector
             x = x[None]
-        want = f"(N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]})"
-        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[0] < 1:
-            raise ValueError(f"expected an input of shape {want}, got {tuple(x.shape)}")
-        if tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(f"expected an input of shape {want}, got {tuple(x.shape)}: the model was exported "
-                             "for this resolution (spatial scaling and every layer's geometry are fixed)")
+        if not self.input_size:
+            if x.ndim != 2 or x.shape[1] != self.in_channels or x.shape[0] < 1:
+                raise ValueError(f"expected an input of shape (N, {self.in_channels}): the model was exported for "
+                                 f"vectors of {self.in_channels} features; got {given}")
+        else:
+            want = f"(N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]})"
+            if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[0] < 1:
+                raise ValueError(f"expected an input of shape {want}, got {given}")
+            if tuple(x.shape[2:]) != self.input_size:
+                raise ValueError(f"expected an input of shape {want}, got {given}: the model was exported "
+                                 "for this resolution (spatial scaling and every layer's geometry are fixed)")
         if not x.flags.c_contiguous:
             raise ValueError("input array is not C-contiguous; pass numpy.ascontiguousarray(x)")
         return x
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) of a float32 batch (N, C, H, W); feature maps come back as (N, C, H, W)."""
+        """Logits (N, classes) of a float32 batch (N, C, H, W) or (N, F); feature maps come back as (N, C, H, W)."""
         x = self._check_layout(x)
-        values = {self.graph.input_name: _core.to_nhwc(x)}  # a NaN in x: _core.NaNError, a ValueError
+        if x.ndim == 2:  # vectors are NHWC already; a copy, so that no step's output is the caller's array
+            if np.isnan(x).any():
+                raise ValueError(_NAN_INPUT)
+            values = {self.graph.input_name: x.copy()}
+        else:
+            values = {self.graph.input_name: _core.to_nhwc(x)}  # a NaN in x: _core.NaNError, a ValueError
         _core.hold_workers(True)  # the kernel threads wait for the next layer spinning, not asleep
         try:
             for step, fn, free in zip(self.steps, self._fns, self._free):
@@ -119,7 +134,12 @@ class PackedModel:
                     del values[v]
         finally:
             _core.hold_workers(False)
-        return _to_nchw(values[self.graph.output])
+        y = values[self.graph.output]
+        # A NaN made after the last binary layer (which refuses one as it packs) would otherwise come out as a logit.
+        if self._output_node is not None and np.isnan(y).any():
+            raise ModelFormatError(f"{self._where}: {self._output_node.where}: NaN appeared on this input (the "
+                                   "model's parameters overflow float32)")
+        return _to_nchw(y)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Logits of a large array, ``batch_size`` images at a time."""
