@@ -71,19 +71,20 @@ constexpr int kUnrolledWords = 0;
 #include "kernels_impl.h"
 #undef VBYTES
 
-// The 16 products u8 x s8 of a vector as 16-bit lanes (|product| <= 255 x 64), summed in pairs (still within 16
-// bits), then pairs of pairs in 32 bits: plain vector operations the compiler maps to the baseline SIMD.
+// The vector as 8 lanes of 16 bits, each holding two bytes: the even bytes (sign-extended weights, zero-extended
+// codes) times each other plus the odd ones is a sum of 2 products in 16 bits (|product| <= 255 x 64), then the two
+// such sums of each 32-bit lane are added: shifts, 16-bit multiplies and adds, which every baseline SIMD has (a
+// 32-bit multiply, as SSE2 lacks it, or byte unpacking cost more).
 static inline vint dot4(vint acc, vint a, vint w) {
-    typedef uint8_t u8x16 __attribute__((vector_size(16)));
-    typedef int8_t s8x16 __attribute__((vector_size(16)));
-    typedef int16_t s16x16 __attribute__((vector_size(32)));
     typedef int16_t s16x8 __attribute__((vector_size(16)));
-    typedef int32_t s32x8 __attribute__((vector_size(32)));
-    const s16x16 products = __builtin_convertvector((u8x16)a, s16x16) * __builtin_convertvector((s8x16)w, s16x16);
-    const s16x8 pairs = __builtin_shufflevector(products, products, 0, 2, 4, 6, 8, 10, 12, 14) +
-                        __builtin_shufflevector(products, products, 1, 3, 5, 7, 9, 11, 13, 15);
-    const s32x8 wide = __builtin_convertvector(pairs, s32x8);
-    return acc + __builtin_shufflevector(wide, wide, 0, 2, 4, 6) + __builtin_shufflevector(wide, wide, 1, 3, 5, 7);
+    typedef uint16_t u16x8 __attribute__((vector_size(16)));
+    const s16x8 w16 = (s16x8)w, a16 = (s16x8)a;
+    const s16x8 w_even = (s16x8)((u16x8)w16 << 8) >> 8, w_odd = w16 >> 8;
+    const s16x8 a_even = a16 & 0xff, a_odd = (s16x8)((u16x8)a16 >> 8);
+    const s16x8 pairs = a_even * w_even + a_odd * w_odd;
+    typedef uint32_t u32x4 __attribute__((vector_size(16)));
+    const vint sums = (vint)pairs;
+    return acc + ((vint)((u32x4)sums << 16) >> 16) + (sums >> 16);
 }
 
 static inline uint32_t negative_lanes(vfloat v) {

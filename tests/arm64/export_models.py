@@ -23,11 +23,13 @@ from conftest import randomize  # noqa: E402
 from xnorpp import runtime  # noqa: E402
 from xnorpp.export import export_model  # noqa: E402
 from xnorpp.models import convert, create  # noqa: E402
+from xnorpp.nn import BinaryLinear  # noqa: E402
 from xnorpp.scaling import SCALINGS  # noqa: E402
 
 
 def models():
-    """(name, model, input shape): the demo network, every scaling, ResNet-18, a converted torchvision model."""
+    """(name, model, input shape): the demo network, every scaling, ResNet-18, a converted torchvision model, and
+    a binary MLP on vectors."""
     yield "demo-fmnist-net", create("fmnist-net", in_channels=1, input_size=(28, 28), width=32,
                                     gamma_init="alpha"), (1, 28, 28)
     for scaling in SCALINGS:
@@ -37,6 +39,9 @@ def models():
     yield "resnet18", create("resnet18", input_size=(224, 224)), (3, 224, 224)
     tv = torchvision.models.mobilenet_v2(num_classes=10)
     yield "converted-mobilenet_v2", convert(tv, input_size=(64, 64)), (3, 64, 64)
+    yield "binary-mlp", torch.nn.Sequential(
+        torch.nn.Linear(37, 64), torch.nn.BatchNorm1d(64), BinaryLinear(64, 32, scaling="gamma-o"),
+        torch.nn.BatchNorm1d(32), torch.nn.PReLU(32), torch.nn.Linear(32, 10)), (37,)
 
 
 def main() -> None:
