@@ -267,15 +267,25 @@ static void conv_impl(const ConvShape& s, const uint32_t* x, const uint32_t* wbl
         int32_t pos[P], oy32[P];  // position within its image, output row (output_rows)
         int64_t have_tile = -1;
         int np = 0;
-        for (int64_t item = ib; item < ie; ++item) {
-            int64_t gb, tile;
-            if (tile_major) {
-                const int64_t g0 = item / (ntiles * nblocks), r = item % (ntiles * nblocks);
-                tile = r / nblocks, gb = g0 * nblocks + r % nblocks;
-            } else {
-                gb = item / ntiles, tile = item % ntiles;
-            }
-            const int64_t g = gb / nblocks, ob = gb % nblocks;
+        // The item's (group, block, tile): divided out for the first item, then stepped (the divisions cost more
+        // than the rest of an item's bookkeeping).
+        int64_t g, ob, tile;
+        if (tile_major) {
+            g = ib / (ntiles * nblocks);
+            tile = ib % (ntiles * nblocks) / nblocks, ob = ib % nblocks;
+        } else {
+            g = ib / ntiles / nblocks, ob = ib / ntiles % nblocks, tile = ib % ntiles;
+        }
+        auto next_item = [&] {
+            int64_t& inner = tile_major ? ob : tile;
+            int64_t& outer = tile_major ? tile : ob;
+            if (++inner < (tile_major ? nblocks : ntiles)) return;
+            inner = 0;
+            if (++outer < (tile_major ? ntiles : nblocks)) return;
+            outer = 0, ++g;
+        };
+        for (int64_t item = ib; item < ie; ++item, next_item()) {
+            const int64_t gb = g * nblocks + ob;
             const int64_t q0 = tile * P;
             if (tile != have_tile) {  // indirection of the tile's windows
                 have_tile = tile;

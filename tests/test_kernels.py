@@ -209,12 +209,18 @@ def test_threads_give_identical_results(isa):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 64, 9, 9)).astype(np.float32)
     wt = rng.standard_normal((96, 64, 3, 3)).astype(np.float32)
+    # Weights past 256 KiB of bits, in 2 groups: the work items block-major, not tile-major (conv_impl), and
+    # each thread's first item somewhere inside a group.
+    x_deep = rng.standard_normal((1, 768, 6, 6)).astype(np.float32)
+    wt_deep = rng.standard_normal((768, 384, 3, 3)).astype(np.float32)
     before, spin_before = _core.num_threads(), _core.spin_us()
     try:
         _core.set_num_threads(1)
         _, one = run_conv(x, wt, pad=(1, 1, 1, 1))
+        _, deep_one = run_conv(x_deep, wt_deep, pad=(1, 1, 1, 1), groups=2)
         _core.set_num_threads(3)
         _, three = run_conv(x, wt, pad=(1, 1, 1, 1))
+        _, deep_three = run_conv(x_deep, wt_deep, pad=(1, 1, 1, 1), groups=2)
         _core.set_spin_us(200)  # idle workers spin between the calls instead of sleeping
         assert _core.spin_us() == 200
         spun = [run_conv(x, wt, pad=(1, 1, 1, 1))[1] for _ in range(3)]
@@ -228,6 +234,9 @@ def test_threads_give_identical_results(isa):
         _core.set_num_threads(before)
         _core.set_spin_us(spin_before)
     np.testing.assert_array_equal(one, three)
+    np.testing.assert_array_equal(deep_one, deep_three)
+    np.testing.assert_array_equal(deep_one.transpose(0, 3, 1, 2),
+                                  reference(x_deep, wt_deep, (1, 1), (1, 1, 1, 1), (1, 1), 2, 0.0))
     for out in spun + held:
         np.testing.assert_array_equal(one, out)
     with pytest.raises(ValueError, match="without a matching hold_workers"):

@@ -2,7 +2,8 @@
 // ResNet-18 3x3 layer shapes (batch 1, packed input), timed in interleaved rounds, best round, with
 // three output stages: int32 dot products, the fused float stage (a factored Γ as ResNet-18's
 // gamma-o-h-w reaches the kernel: per-row and per-position scales; bias, PReLU)
-// and the same stage with an affine and the output packed to bits (a layer that hands over bits). With 1 thread, time is the thread's CPU time (a shared machine's
+// the same stage with an affine and the output packed to bits (a layer that hands over bits), and the float stage
+// with a residual added and the bits beside it (ResNet's second conv of a block). With 1 thread, time is the thread's CPU time (a shared machine's
 // other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
 //
@@ -62,13 +63,16 @@ int main(int argc, char** argv) {
                             {"s2 14>7 256>512", 14, 256, 512, 2}};
     std::mt19937 rng(1);
     std::uniform_int_distribution<uint32_t> bits;
-    const OutMode modes[] = {OutMode::Int32, OutMode::Float, OutMode::Packed};
+    // The output stages timed: int32, float, bits, and float with a residual and the bits too.
+    constexpr int kModes = 4;
+    const OutMode modes[kModes] = {OutMode::Int32, OutMode::Float, OutMode::Packed, OutMode::Float};
     struct Case {
         ConvShape s;
-        std::vector<uint32_t> x, out;
+        std::vector<uint32_t> x, out, bits_out;
+        std::vector<float> residual;
         PreparedWeights w;
         std::vector<float> scale_rows, scale_pos, bias, slope, post_mul, post_add;
-        double best[3] = {1e30, 1e30, 1e30};
+        double best[kModes] = {1e30, 1e30, 1e30, 1e30};
     };
     std::vector<Case> cases;
     for (const Layer& l : layers) {
@@ -88,6 +92,8 @@ int main(int argc, char** argv) {
         for (auto& v : words) v = bits(rng);
         c.w = prepare_weights(words.data(), s.o, s.c, 3, 3, 1, *k);
         c.out.resize(s.oh * s.ow * s.o);
+        c.bits_out.resize(s.oh * s.ow * words_for(s.o));
+        c.residual.assign(s.oh * s.ow * s.o, 0.75f);
         c.scale_rows.assign(s.oh * s.ostride, 0.5f);
         c.scale_pos.assign(s.oh * s.ow, 1.5f);
         c.bias.assign(s.ostride, 0.1f);
@@ -98,13 +104,14 @@ int main(int argc, char** argv) {
     }
     for (int r = 0; r < rounds; ++r)
         for (Case& c : cases)
-            for (int m = 0; m < 3; ++m) {
+            for (int m = 0; m < kModes; ++m) {
                 Stage st;
                 st.mode = modes[m];
                 if (st.mode != OutMode::Int32)
                     st.scale_rows = c.scale_rows.data(), st.scale_pos = c.scale_pos.data(), st.bias = c.bias.data(),
                     st.slope = c.slope.data();
-                if (st.mode == OutMode::Packed) st.post_mul = c.post_mul.data(), st.post_add = c.post_add.data();
+                if (m >= 2) st.post_mul = c.post_mul.data(), st.post_add = c.post_add.data();
+                if (m == 3) st.residual = c.residual.data(), st.bits = c.bits_out.data();
                 st.out = c.out.data();
                 const double t0 = now(threads == 1);
                 k->conv(c.s, c.x.data(), c.w.blocks.data(), c.w.tapsum.data(), st);
@@ -114,13 +121,13 @@ int main(int argc, char** argv) {
     const double hz = clock_hz();
     std::printf("%s, %d thread(s), clock %.2f GHz, %s time (best of %d rounds)\n", k->name, threads, hz / 1e9,
                 threads == 1 ? "thread CPU" : "wall", rounds - 1);
-    std::printf("  %-18s %10s %10s %10s  %s\n", "layer", "int32 us", "float us", "bits us",
+    std::printf("  %-18s %10s %10s %10s %10s  %s\n", "layer", "int32 us", "float us", "bits us", "f+r+b us",
                 "binary MACs/cycle/thread (int32 output)");
     for (size_t i = 0; i < cases.size(); ++i) {
         const ConvShape& s = cases[i].s;
         const double macs = double(s.oh * s.ow) * s.o * s.c * 9;
         const double* b = cases[i].best;
-        std::printf("  %-18s %10.1f %10.1f %10.1f  %6.1f\n", layers[i].name, b[0] * 1e6, b[1] * 1e6, b[2] * 1e6,
+        std::printf("  %-18s %10.1f %10.1f %10.1f %10.1f  %6.1f\n", layers[i].name, b[0] * 1e6, b[1] * 1e6, b[2] * 1e6, b[3] * 1e6,
                     macs / b[0] / hz / threads);
     }
     return 0;

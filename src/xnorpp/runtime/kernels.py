@@ -471,15 +471,12 @@ def avg_pool(step: Step, t: Tensors) -> Kernel:
     return lambda x: _core.avg_pool2d(x, *args)
 
 
-def _tiled_mean(window: tuple[int, int]) -> Kernel:
-    """Mean over disjoint windows that tile the input exactly: a reshape, no copies of the windows."""
-    kh, kw = window
-
-    def run(x):
-        n, h, w, c = x.shape
-        return x.reshape(n, h // kh, kh, w // kw, kw, c).mean(axis=(2, 4), dtype=np.float32)
-
-    return run
+def _tiled_mean(window: tuple[int, int], out_size: tuple[int, int]) -> Kernel:
+    """Mean over disjoint windows that tile the input exactly (global pooling among them): the unit's average
+    pooling with the window as its stride, summed in float32 as PyTorch's adaptive pooling sums (numpy's mean
+    over the two window axes of a reshaped view took 70 µs for ResNet's 7×7×512 head)."""
+    args = (window, window, (0, 0, 0, 0), out_size, True)
+    return lambda x: _core.avg_pool2d(x, *args)
 
 
 @kernel("adaptive_avg_pool2d")
@@ -488,7 +485,7 @@ def adaptive_avg_pool(step: Step, t: Tensors) -> Kernel:
     _, h, w = node.in_shapes[0]
     _, oh, ow = node.shape
     if h % oh == 0 and w % ow == 0:  # equal windows (global pooling among them)
-        return _tiled_mean((h // oh, w // ow))
+        return _tiled_mean((h // oh, w // ow), (oh, ow))
     rows = _window_bounds(h, oh)
     cols = _window_bounds(w, ow)
 
