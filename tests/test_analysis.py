@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -520,6 +521,75 @@ def test_paired_differences_against_xnor_with_a_t_interval():
     assert paired["gamma-o"]["verdict"] == "higher" and paired["none"]["verdict"] == "cannot tell"
     assert paired["float"]["n"] == 1 and paired["float"]["ci95"] is None
     assert "95 % confidence interval" in comparison.markdown() and "higher" in comparison.markdown()
+
+
+def _curve_run(folder, scaling, seed, top1, model_opts=None, finished=True):
+    """A run folder with only what `paired` reads: config.json, metrics.csv (test top-1 per epoch), result.json."""
+    run = folder / f"{scaling}-seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "m", "dataset": "d", "scaling": scaling, "seed": seed,
+                                                 "epochs": len(top1), "model_opts": model_opts or {}}))
+    with open(run / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "test_top1"])
+        w.writerows(enumerate(top1, 1))
+    if finished:
+        (run / "result.json").write_text(json.dumps({"test_top1": top1[-1]}))
+
+
+def test_paired_by_epoch_across_folders(tmp_path, capsys):
+    from scipy import stats
+
+    from xnorpp.analysis import Arm, paired_epochs, write_paired
+    from xnorpp.cli import main
+
+    rng = np.random.default_rng(0)
+    xnor = rng.uniform(80, 90, size=(4, 3))  # 4 seeds x 3 epochs
+    gamma = xnor + rng.normal(0.5, 0.2, size=(4, 3))  # better on most seeds
+    alpha = xnor + rng.normal(0.0, 1.0, size=(4, 3))
+    for seed in range(4):
+        _curve_run(tmp_path / "a", "xnor", seed, list(xnor[seed]))
+        _curve_run(tmp_path / "a", "gamma-o", seed, list(gamma[seed]))
+        if seed < 3:  # the fourth seed of this arm is not paired
+            _curve_run(tmp_path / "b", "gamma-o", seed, list(alpha[seed]), {"gamma_init": "alpha"})
+    _curve_run(tmp_path / "b", "gamma-o", 7, [1.0, 2.0], finished=False)  # unfinished: not read
+    arms = [Arm.parse(f"{tmp_path / 'a'}:xnor"), Arm.parse(f"Γ=1={tmp_path / 'a'}:gamma-o"),
+            Arm.parse(f"Γ=α={tmp_path / 'b'}:gamma-o")]
+    assert arms[2].label == "Γ=α" and arms[0].label == "xnor" and arms[2].scaling == "gamma-o"
+    curves = paired_epochs(arms)
+    assert curves.reference == "xnor" and curves.epochs == 3
+    for label, values, seeds in (("Γ=1", gamma, 4), ("Γ=α", alpha, 3)):
+        for e, d in enumerate(curves.differences(label)):
+            diffs = values[:seeds, e] - xnor[:seeds, e]
+            low, high = stats.t.interval(0.95, seeds - 1, loc=diffs.mean(), scale=stats.sem(diffs))
+            assert d["n"] == seeds and d["mean_difference"] == pytest.approx(diffs.mean())
+            assert d["ci95"] == pytest.approx([low, high], abs=1e-4)
+    assert curves.differences("Γ=1")[-1]["verdict"] == "higher"
+    assert curves.means("Γ=α") == pytest.approx(alpha[:3].mean(axis=0))
+
+    page = write_paired(arms, tmp_path / "out", reference="Γ=1")
+    text = page.read_text()
+    assert "gamma_init=alpha" in text and "| xnor − Γ=1 | 4 |" in text and "| 3 |" in text
+    _check_page(page, ["paired-curves.png", "paired-differences.png"])
+    data = json.loads((tmp_path / "out" / "paired.json").read_text())
+    assert data["reference"] == "Γ=1" and len(data["arms"][0]["paired_by_epoch"]) == 3
+
+    assert main(["paired", "--arm", f"{tmp_path / 'a'}:xnor", "--arm", f"{tmp_path / 'b'}:gamma-o",
+                 "-o", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "paired.md").exists() and "wrote" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="LABEL=FOLDER:SCALING"):
+        Arm.parse("no-scaling-here")
+    with pytest.raises(ValueError, match="unknown scaling 'gamma'"):
+        Arm.parse("a:gamma")
+    with pytest.raises(ValueError, match="labels must differ"):
+        paired_epochs([arms[1], Arm("Γ=1", tmp_path / "b", "gamma-o")])
+    with pytest.raises(ValueError, match="no finished run of 'none'"):
+        paired_epochs([arms[0], Arm.parse(f"{tmp_path / 'a'}:none")])
+    with pytest.raises(ValueError, match="reference 'float' is not an arm"):
+        paired_epochs(arms, reference="float")
+    _curve_run(tmp_path / "c", "xnor", 0, [1.0, 2.0])
+    with pytest.raises(ValueError, match="different numbers of epochs"):
+        paired_epochs([arms[0], Arm.parse(f"short={tmp_path / 'c'}:xnor")])
 
 
 def test_t_quantile_matches_scipy():

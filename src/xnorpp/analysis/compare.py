@@ -109,25 +109,14 @@ class Comparison:
 
     def paired(self, reference: str = PAIRED_REFERENCE) -> list[dict]:
         """Each scaling against ``reference`` over the seeds both ran: a seed gives both the same initial
-        latent weights and data order, so the per-seed difference removes the seed's own luck. Mean
-        difference of test top-1 (points), its sample standard deviation and a 95 % confidence interval
-        (Student's t); ``verdict`` says whether the interval lies above 0, below 0, or contains it."""
+        latent weights and data order, so the per-seed difference removes the seed's own luck: one row per
+        scaling, :func:`paired_difference` of its per-seed differences of test top-1 (points)."""
         ref = {r.seed: r.test_top1 for r in self.runs if r.scaling == reference}
         out = []
         for scaling in self.settings["scalings"]:
             diffs = [r.test_top1 - ref[r.seed] for r in self.runs if r.scaling == scaling and r.seed in ref]
-            if scaling == reference or not diffs:
-                continue
-            mean = statistics.fmean(diffs)
-            row = {"scaling": scaling, "reference": reference, "n": len(diffs), "mean_difference": mean,
-                   "std": None, "ci95": None, "verdict": "cannot tell (one seed)"}
-            if len(diffs) > 1:
-                std = statistics.stdev(diffs)
-                half = t_quantile_975(len(diffs) - 1) * std / len(diffs) ** 0.5
-                low, high = mean - half, mean + half
-                row.update(std=std, ci95=[low, high], verdict="higher" if low > 0 else "lower" if high < 0
-                           else "cannot tell")
-            out.append(row)
+            if scaling != reference and diffs:
+                out.append({"scaling": scaling, "reference": reference, **paired_difference(diffs)})
         return out
 
     def to_dict(self) -> dict:
@@ -181,6 +170,22 @@ class Comparison:
         if s.get("machine"):
             lines += ["", f"Machine: {s['machine']}"]
         return "\n".join(lines) + "\n"
+
+
+def paired_difference(diffs: Sequence[float]) -> dict:
+    """Per-seed differences (points of test top-1) summed up: their number ``n``, ``mean_difference``, sample
+    ``std`` and 95 % confidence interval ``ci95`` of the mean (Student's t; None for one seed), and ``verdict``:
+    whether the interval lies above 0, below 0, or contains it."""
+    if not diffs:
+        raise ValueError("paired_difference: no differences (no seed in common)")
+    mean = statistics.fmean(diffs)
+    if len(diffs) == 1:
+        return {"n": 1, "mean_difference": mean, "std": None, "ci95": None, "verdict": "cannot tell (one seed)"}
+    std = statistics.stdev(diffs)
+    half = t_quantile_975(len(diffs) - 1) * std / len(diffs) ** 0.5
+    low, high = mean - half, mean + half
+    return {"n": len(diffs), "mean_difference": mean, "std": std, "ci95": [low, high],
+            "verdict": "higher" if low > 0 else "lower" if high < 0 else "cannot tell"}
 
 
 # Student's t quantile t(0.975, df) for df = 1..30 (beyond: the Cornish-Fisher series in 1/df, error < 1e-4).
@@ -429,4 +434,5 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 __all__ = ["compare", "Comparison", "RunSummary", "load_comparison", "DEFAULT_SCALINGS", "FLOAT", "run_name",
+           "paired_difference",
            "machine_description", "measure_run", "learned_scale_count", "check_scalings", "mean_std"]

@@ -24,7 +24,7 @@ import sys
 from importlib import import_module
 from importlib.util import find_spec
 
-COMMANDS = ("demo", "train", "export", "run", "summary", "approx", "compare", "report")
+COMMANDS = ("demo", "train", "export", "run", "summary", "approx", "compare", "report", "paired")
 # Commands that work in a base install (numpy, safetensors, the compiled core); the others need the extra.
 TORCH_FREE_COMMANDS = frozenset({"run"})
 TRAIN_EXTRA = "xnorpp[train]"
