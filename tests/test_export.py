@@ -313,6 +313,17 @@ def test_cli_export_from_training_checkpoint(tmp_path):
     with torch.no_grad():
         expect = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(packed(x), expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
+    # Another input size than the data set's (γ_o has no spatial factors, and the network pools globally).
+    result = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path), "-o", str(tmp_path / "32.xnor"),
+                             "--input-size", "32", "36", "--in-channels", "1"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    packed = runtime.load(tmp_path / "32.xnor")
+    assert packed.input_size == (32, 36)
+    x = np.random.default_rng(7).standard_normal((4, 1, 32, 36)).astype(np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(packed(x), expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
     bad = subprocess.run([sys.executable, "-m", "xnorpp", "export", str(tmp_path / "nothing"), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "xnorpp export:" in bad.stderr and "Traceback" not in bad.stderr

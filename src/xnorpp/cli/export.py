@@ -32,21 +32,29 @@ def register(subparsers) -> None:
                         "checkpoint (default: float32)")
     p.add_argument("--dataset", help="record this data set's input size and normalization when exporting a "
                                      "checkpoint (default: the run's)")
+    p.add_argument("--input-size", nargs="+", type=int, metavar="N",
+                   help="input size recorded in the file when exporting a checkpoint: H W for images (default: the "
+                        "data set's), or F for a model on vectors (features); the runtime refuses other sizes")
+    p.add_argument("--in-channels", type=int, metavar="C",
+                   help="input channels when exporting a checkpoint of a model that flattens its input first "
+                        "(default: read from the first conv or linear layer)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import os
 
+    input_size = tuple(args.input_size) if args.input_size else None
     if args.format == "openvino":
         from ..export import export_openvino
 
-        written = export_openvino(args.source, args.output, real_dtype=args.real_dtype, dataset=args.dataset)
+        written = export_openvino(args.source, args.output, real_dtype=args.real_dtype, dataset=args.dataset,
+                                  input_size=input_size, in_channels=args.in_channels)
     else:
         from ..export import export_model
 
-        written = [export_model(args.source, args.output, real_dtype=args.real_dtype or "float32",
-                                dataset=args.dataset)]
+        written = [export_model(args.source, args.output, input_size, args.real_dtype or "float32",
+                                dataset=args.dataset, in_channels=args.in_channels)]
     for path in written:
         print(f"wrote {path} ({os.path.getsize(path) / 1024:.1f} KiB)")
     return 0

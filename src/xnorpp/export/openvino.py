@@ -520,24 +520,25 @@ def to_openvino(packed_model_path: str | os.PathLike, out_dir: str | os.PathLike
 
 
 def export_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, real_dtype: str | None = None,
-                    dataset: str | None = None) -> list[Path]:
+                    dataset: str | None = None, input_size: tuple[int, ...] | None = None,
+                    in_channels: int | None = None) -> list[Path]:
     """An OpenVINO IR in ``out_dir`` of a packed model file, or of a checkpoint (run folder, checkpoint.pt or
-    model.pt), which is first exported to ``out_dir/model.xnor`` (``real_dtype``, ``dataset``: as
-    :func:`~xnorpp.export.export_model`). Returns the files written: that .xnor, then the IR's .xml and .bin.
+    model.pt), which is first exported to ``out_dir/model.xnor`` (``real_dtype``, ``dataset``, ``input_size``,
+    ``in_channels``: as :func:`~xnorpp.export.export_model`). Returns the files written: that .xnor, then the IR's .xml and .bin.
     A packed model needs no PyTorch; a checkpoint needs the ``train`` extra."""
     _openvino()  # before anything is traced or written
     out_dir = Path(out_dir)
     written = []
     if Path(source).is_file() and is_packed_model(source):
-        if real_dtype is not None or dataset is not None:
-            raise ValueError(f"{source} is a packed model already: it is converted as it is (real_dtype and "
-                             "dataset apply when exporting a checkpoint)")
+        if real_dtype is not None or dataset is not None or input_size is not None or in_channels is not None:
+            raise ValueError(f"{source} is a packed model already: it is converted as it is (real_dtype, dataset, "
+                             "input_size and in_channels apply when exporting a checkpoint)")
     else:
         from .model import export_model  # PyTorch: the checkpoint is traced
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        source = export_model(source, out_dir / (PACKED_MODEL_NAME + ".xnor"), real_dtype=real_dtype or "float32",
-                              dataset=dataset)
+        source = export_model(source, out_dir / (PACKED_MODEL_NAME + ".xnor"), input_size,
+                              real_dtype or "float32", dataset=dataset, in_channels=in_channels)
         written.append(source)
     xml = to_openvino(source, out_dir)
     return written + [xml, xml.with_suffix(".bin")]
