@@ -524,8 +524,8 @@ def export_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, re
                     in_channels: int | None = None) -> list[Path]:
     """An OpenVINO IR in ``out_dir`` of a packed model file, or of a checkpoint (run folder, checkpoint.pt or
     model.pt), which is first exported to ``out_dir/model.xnor`` (``real_dtype``, ``dataset``, ``input_size``,
-    ``in_channels``: as :func:`~xnorpp.export.export_model`). Returns the files written: that .xnor, then the IR's .xml and .bin.
-    A packed model needs no PyTorch; a checkpoint needs the ``train`` extra."""
+    ``in_channels``: as :func:`~xnorpp.export.export_model`). Returns the files written: that .xnor, then the
+    IR's .xml and .bin. A packed model needs no PyTorch; a checkpoint needs the ``train`` extra."""
     _openvino()  # before anything is traced or written
     out_dir = Path(out_dir)
     written = []

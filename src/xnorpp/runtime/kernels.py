@@ -473,8 +473,9 @@ def avg_pool(step: Step, t: Tensors) -> Kernel:
 
 def _tiled_mean(window: tuple[int, int], out_size: tuple[int, int]) -> Kernel:
     """Mean over disjoint windows that tile the input exactly (global pooling among them): the unit's average
-    pooling with the window as its stride, summed in float32 as PyTorch's adaptive pooling sums (numpy's mean
-    over the two window axes of a reshaped view took 70 µs for ResNet's 7×7×512 head)."""
+    pooling with the window as its stride, summed in float32 as PyTorch's adaptive pooling sums. (numpy's mean
+    over the window axes of a reshaped view: 12 µs for ResNet-18's 7×7×512 head alone, 71 µs inside the
+    network, against 6 µs.)"""
     args = (window, window, (0, 0, 0, 0), out_size, True)
     return lambda x: _core.avg_pool2d(x, *args)
 
