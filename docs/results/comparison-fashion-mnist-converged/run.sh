@@ -16,10 +16,10 @@ COMMON="--model fmnist-net --dataset fashion-mnist --recipe fast-cpu --epochs 15
   for s in 0 1 2 3 4; do
     $X compare runs/converged-fmnist-alpha $COMMON --model-opt gamma_init=alpha --scalings gamma-o-h-w --seeds $s
   done
-  # The float ceiling, one seed, in its own folder (no two jobs ever train in one folder at once)...
-  $X compare runs/converged-fmnist-float $COMMON --scalings float --seeds 0
-  # ...but the last run of the first folder: the first job is done with seed 4's xnor by then.
+  # The last run of the first folder (the first job trains seed 4's xnor meanwhile, never the same run)...
   $X compare runs/converged-fmnist $COMMON --scalings gamma-o-h-w --seeds 4
+  # ...then the float ceiling, one seed, in its own folder.
+  $X compare runs/converged-fmnist-float $COMMON --scalings float --seeds 0
 ) &
 wait
 # Every seed of the folder in one table (finished runs are skipped: this trains nothing).
