@@ -24,3 +24,14 @@ COMMON="--model fmnist-net --dataset fashion-mnist --recipe fast-cpu --epochs 15
 wait
 # Every seed of the folder in one table (finished runs are skipped: this trains nothing).
 $X compare runs/converged-fmnist $COMMON --scalings xnor gamma-o-h-w --seeds 0 1 2 3 4
+# The paired differences at every epoch: against XNOR-Net's α·K, then Γ initialised to α against Γ initialised to 1.
+OUT=docs/results/comparison-fashion-mnist-converged
+XNOR=xnor=runs/converged-fmnist:xnor G1="Γ=1=runs/converged-fmnist:gamma-o-h-w"
+GA="Γ=α=runs/converged-fmnist-alpha:gamma-o-h-w" FLOAT=float=runs/converged-fmnist-float:float
+$X paired --arm "$XNOR" --arm "$G1" --arm "$GA" --arm "$FLOAT" -o $OUT
+$X paired --arm "$G1" --arm "$GA" -o $OUT/gamma-init
+# Each run's config.json, metrics.csv and result.json beside the page (runs/ itself is not in git).
+for run in runs/converged-fmnist*/*-seed*; do
+  [ -f "$run/result.json" ] || continue
+  mkdir -p "$OUT/$run" && cp "$run/config.json" "$run/metrics.csv" "$run/result.json" "$OUT/$run/"
+done
