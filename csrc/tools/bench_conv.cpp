@@ -1,9 +1,9 @@
 // Development benchmark: binary MACs per cycle of each instruction-set unit's convolution on the
 // ResNet-18 3x3 layer shapes (batch 1, packed input), timed in interleaved rounds, best round, with
-// three output stages: int32 dot products, the fused float stage (a factored Γ as ResNet-18's
-// gamma-o-h-w reaches the kernel: per-row and per-position scales; bias, PReLU)
-// the same stage with an affine and the output packed to bits (a layer that hands over bits), and the float stage
-// with a residual added and the bits beside it (ResNet's second conv of a block). With 1 thread, time is the thread's CPU time (a shared machine's
+// four output stages: int32 dot products; the fused float stage (a factored Γ as ResNet-18's gamma-o-h-w
+// reaches the kernel: per-row and per-position scales; bias, PReLU); the same stage with an affine and the
+// output packed to bits (a layer that hands over bits); and the float stage with a residual added and the
+// bits beside it (ResNet's second conv of a block). With 1 thread, time is the thread's CPU time (a shared machine's
 // other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
 //
@@ -127,8 +127,8 @@ int main(int argc, char** argv) {
         const ConvShape& s = cases[i].s;
         const double macs = double(s.oh * s.ow) * s.o * s.c * 9;
         const double* b = cases[i].best;
-        std::printf("  %-18s %10.1f %10.1f %10.1f %10.1f  %6.1f\n", layers[i].name, b[0] * 1e6, b[1] * 1e6, b[2] * 1e6, b[3] * 1e6,
-                    macs / b[0] / hz / threads);
+        std::printf("  %-18s %10.1f %10.1f %10.1f %10.1f  %6.1f\n", layers[i].name, b[0] * 1e6, b[1] * 1e6,
+                    b[2] * 1e6, b[3] * 1e6, macs / b[0] / hz / threads);
     }
     return 0;
 }
