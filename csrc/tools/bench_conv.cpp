@@ -3,8 +3,8 @@
 // four output stages: int32 dot products; the fused float stage (a factored Γ as ResNet-18's gamma-o-h-w
 // reaches the kernel: per-row and per-position scales; bias, PReLU); the same stage with an affine and the
 // output packed to bits (a layer that hands over bits); and the float stage with a residual added and the
-// bits beside it (ResNet's second conv of a block). With 1 thread, time is the thread's CPU time (a shared machine's
-// other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
+// bits beside it (ResNet's second conv of a block). With 1 thread, time is the thread's CPU time (a shared
+// machine's other jobs do not count) and the clock is measured on it with a dependent-add chain; with more
 // threads, wall time and the same clock.
 //
 //   cmake -S . -B build/tools -DXNORPP_PYTHON_MODULE=OFF -DXNORPP_TOOLS=ON && make -C build/tools bench_conv
