@@ -565,11 +565,13 @@ def test_paired_by_epoch_across_folders(tmp_path, capsys):
             assert d["n"] == seeds and d["mean_difference"] == pytest.approx(diffs.mean())
             assert d["ci95"] == pytest.approx([low, high], abs=1e-4)
     assert curves.differences("Γ=1")[-1]["verdict"] == "higher"
+    assert curves.seed_differences("Γ=α", 1) == pytest.approx({s: alpha[s, 1] - xnor[s, 1] for s in range(3)})
     assert curves.means("Γ=α") == pytest.approx(alpha[:3].mean(axis=0))
 
     page = write_paired(arms, tmp_path / "out", reference="Γ=1")
     text = page.read_text()
     assert "gamma_init=alpha" in text and "| xnor − Γ=1 | 4 |" in text and "| 3 |" in text
+    assert f"3: {xnor[3, 2] - gamma[3, 2]:+.2f} |" in text  # the per-seed differences after the last epoch
     _check_page(page, ["paired-curves.png", "paired-differences.png"])
     data = json.loads((tmp_path / "out" / "paired.json").read_text())
     assert data["reference"] == "Γ=1" and len(data["arms"][0]["paired_by_epoch"]) == 3

@@ -78,11 +78,14 @@ class PairedCurves:
         runs = list(self.top1[label].values())
         return [statistics.fmean(r[e] for r in runs) for e in range(self.epochs)]
 
+    def seed_differences(self, label: str, epoch: int) -> dict[int, float]:
+        """Seed → ``label`` − reference after ``epoch`` (0-based), over the seeds both ran."""
+        ref, arm = self.top1[self.reference], self.top1[label]
+        return {s: arm[s][epoch] - ref[s][epoch] for s in arm if s in ref}
+
     def differences(self, label: str) -> list[dict]:
         """Per epoch: :func:`paired_difference` of ``label`` − reference over the seeds both ran."""
-        ref, arm = self.top1[self.reference], self.top1[label]
-        seeds = [s for s in arm if s in ref]
-        return [paired_difference([arm[s][e] - ref[s][e] for s in seeds]) for e in range(self.epochs)]
+        return [paired_difference(list(self.seed_differences(label, e).values())) for e in range(self.epochs)]
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "epochs": self.epochs,
@@ -108,12 +111,13 @@ class PairedCurves:
                          f"({per_seed}) |")
         others = [a.label for a in self.arms if a.label != self.reference]
         lines += ["", f"After the last epoch ({self.epochs}):", "",
-                  "| arm − reference | seeds | mean difference | std | 95 % interval | verdict |",
-                  "|---|---:|---:|---:|---|---|"]
+                  "| arm − reference | seeds | mean difference | std | 95 % interval | verdict | per seed |",
+                  "|---|---:|---:|---:|---|---|---|"]
         for label in others:
             d = self.differences(label)[last]
+            per_seed = ", ".join(f"{s}: {v:+.2f}" for s, v in self.seed_differences(label, last).items())
             lines.append(f"| {label} − {self.reference} | {d['n']} | {d['mean_difference']:+.2f} | {_std(d)} | "
-                         f"{_interval(d)} | {d['verdict']} |")
+                         f"{_interval(d)} | {d['verdict']} | {per_seed} |")
         lines += ["", "Every epoch (mean difference [95 % interval]):", "",
                   "| epoch | " + " | ".join(f"{label} − {self.reference}" for label in others) + " |",
                   "|---:|" + "---|" * len(others)]
