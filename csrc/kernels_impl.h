@@ -687,13 +687,14 @@ static bool int8_codes_impl(const float* x, int64_t n, const float* mul, const f
 // ---- Max pooling (NHWC): the channels are the vector lanes ----
 // out = max over the window's in-image taps (PyTorch: padding is -inf), NaN propagated: a lane takes v when
 // v > max or v is NaN, so once NaN it stays NaN (NaN > v and v > NaN are both false).
-// Pooling: out[l] = fin(op(...op(op(init, tap_0[l]), tap_1[l])..., tap_nt-1[l])) for the c channels l of a window's
-// taps (the same float operations, in tap order, for every lane; the last partial vector scalar). Four vectors of
-// channels at a time: four independent chains, so that each tap's loads overlap instead of waiting on one
-// accumulator (a vector at a time, ResNet's 2x2 average pools ran at ~150 cycles per 64-channel pixel).
+// Pooling: out[l] = fin(op(...op(op(init, tap_0[l]), tap_1[l])..., tap_last[l])) for the c channels l of a window's
+// in-image taps, a rows x cols rectangle (tap (r, q) at first + r * row_step + q * col_step, taken row by row; the
+// same float operations in that order for every lane; the last partial vector scalar). Four vectors of channels at
+// a time: four independent chains, so that each tap's loads overlap instead of waiting on one accumulator (a vector
+// at a time, ResNet's 2x2 average pools ran at ~150 cycles per 64-channel pixel).
 template <class VOp, class SOp, class VFin, class SFin>
-static inline void reduce_taps(const float* const* taps, size_t nt, int64_t c, float init, VOp vop, SOp sop,
-                               VFin vfin, SFin sfin, float* out) {
+static inline void reduce_taps(const float* first, int64_t rows, int64_t cols, int64_t row_step, int64_t col_step,
+                               int64_t c, float init, VOp vop, SOp sop, VFin vfin, SFin sfin, float* out) {
     constexpr int kChains = 4;
     const int64_t full = c / VW * VW;
     int64_t j = 0;
@@ -701,20 +702,25 @@ static inline void reduce_taps(const float* const* taps, size_t nt, int64_t c, f
         vfloat acc[kChains];
 #pragma GCC unroll 4
         for (int v = 0; v < kChains; ++v) acc[v] = splat(init);
-        for (size_t t = 0; t < nt; ++t)
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t q = 0; q < cols; ++q) {
+                const float* tap = first + r * row_step + q * col_step + j;
 #pragma GCC unroll 4
-            for (int v = 0; v < kChains; ++v) acc[v] = vop(acc[v], load_f(taps[t] + j + v * VW));
+                for (int v = 0; v < kChains; ++v) acc[v] = vop(acc[v], load_f(tap + v * VW));
+            }
 #pragma GCC unroll 4
         for (int v = 0; v < kChains; ++v) store_f(out + j + v * VW, vfin(acc[v]));
     }
     for (; j < full; j += VW) {
         vfloat acc = splat(init);
-        for (size_t t = 0; t < nt; ++t) acc = vop(acc, load_f(taps[t] + j));
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t q = 0; q < cols; ++q) acc = vop(acc, load_f(first + r * row_step + q * col_step + j));
         store_f(out + j, vfin(acc));
     }
     for (; j < c; ++j) {
         float acc = init;
-        for (size_t t = 0; t < nt; ++t) acc = sop(acc, taps[t][j]);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t q = 0; q < cols; ++q) acc = sop(acc, first[r * row_step + q * col_step + j]);
         out[j] = sfin(acc);
     }
 }
@@ -725,23 +731,26 @@ static inline double pool_row_cost(const ConvShape& s) {
     return static_cast<double>(s.ow) * (s.kh * s.kw + 1) * ((s.c + VW - 1) / VW);
 }
 
+// The kernel indices k in [0, kernel) whose input index o * stride - pad + k * dilation lies in [0, size): a range.
+static inline std::pair<int64_t, int64_t> in_image_taps(int64_t start, int64_t kernel, int64_t dilation,
+                                                        int64_t size) {
+    const int64_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+    const int64_t hi = start >= size ? 0 : std::min(kernel, (size - 1 - start) / dilation + 1);
+    return {lo, std::max(lo, hi)};
+}
+
 static void max_pool_impl(const ConvShape& s, const float* x, float* out) {
     parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
-        std::vector<const float*> taps(static_cast<size_t>(s.kh * s.kw));
         for (int64_t row = rb; row < re; ++row) {
-            const int64_t b = row / s.oh, oy = row % s.oh;
+            const int64_t b = row / s.oh, oy = row % s.oh, y0 = oy * s.sh - s.pt;
+            const auto [ky0, ky1] = in_image_taps(y0, s.kh, s.dh, s.h);
             for (int64_t ox = 0; ox < s.ow; ++ox) {
-                size_t nt = 0;
-                for (int64_t ky = 0; ky < s.kh; ++ky) {
-                    const int64_t iy = oy * s.sh - s.pt + ky * s.dh;
-                    if (iy < 0 || iy >= s.h) continue;
-                    for (int64_t kx = 0; kx < s.kw; ++kx) {
-                        const int64_t ix = ox * s.sw - s.pl + kx * s.dw;
-                        if (ix >= 0 && ix < s.w) taps[nt++] = x + ((b * s.h + iy) * s.w + ix) * s.c;
-                    }
-                }
+                const int64_t x0 = ox * s.sw - s.pl;
+                const auto [kx0, kx1] = in_image_taps(x0, s.kw, s.dw, s.w);
+                const float* first = x + ((b * s.h + y0 + ky0 * s.dh) * s.w + x0 + kx0 * s.dw) * s.c;
                 // NaN propagates: a NaN tap replaces the maximum and stays (NaN > v and v > NaN are false).
-                reduce_taps(taps.data(), nt, s.c, -std::numeric_limits<float>::infinity(),
+                reduce_taps(first, ky1 - ky0, kx1 - kx0, s.dh * s.w * s.c, s.dw * s.c, s.c,
+                            -std::numeric_limits<float>::infinity(),
                             [](vfloat acc, vfloat v) { return ((v > acc) | (v != v)) ? v : acc; },
                             [](float acc, float v) { return (v > acc || v != v) ? v : acc; },
                             [](vfloat acc) { return acc; }, [](float acc) { return acc; },
@@ -756,7 +765,6 @@ static void max_pool_impl(const ConvShape& s, const float* x, float* out) {
 static void avg_pool_impl(const ConvShape& s, const float* x, int64_t pad_bottom, int64_t pad_right,
                           bool count_include_pad, float* out) {
     parallel_for(s.n * s.oh, [&](int64_t rb, int64_t re) {
-        std::vector<const float*> taps(static_cast<size_t>(s.kh * s.kw));
         for (int64_t row = rb; row < re; ++row) {
             const int64_t b = row / s.oh, oy = row % s.oh;
             const int64_t y0 = oy * s.sh - s.pt, y1 = std::min(y0 + s.kh, s.h + pad_bottom);
@@ -766,12 +774,11 @@ static void avg_pool_impl(const ConvShape& s, const float* x, int64_t pad_bottom
                 const int64_t cx0 = std::max<int64_t>(x0, 0), cx1 = std::min(x1, s.w);
                 const int64_t count = count_include_pad ? (y1 - y0) * (x1 - x0) : (cy1 - cy0) * (cx1 - cx0);
                 const float scale = 1.0f / static_cast<float>(std::max<int64_t>(count, 1));
-                size_t nt = 0;
-                for (int64_t iy = cy0; iy < cy1; ++iy)
-                    for (int64_t ix = cx0; ix < cx1; ++ix) taps[nt++] = x + ((b * s.h + iy) * s.w + ix) * s.c;
-                reduce_taps(taps.data(), nt, s.c, 0.0f, [](vfloat acc, vfloat v) { return acc + v; },
-                            [](float acc, float v) { return acc + v; }, [scale](vfloat acc) { return acc * scale; },
-                            [scale](float acc) { return acc * scale; }, out + (row * s.ow + ox) * s.c);
+                const int64_t rows = std::max<int64_t>(cy1 - cy0, 0), cols = std::max<int64_t>(cx1 - cx0, 0);
+                reduce_taps(x + ((b * s.h + cy0) * s.w + cx0) * s.c, rows, cols, s.w * s.c, s.c, s.c, 0.0f,
+                            [](vfloat acc, vfloat v) { return acc + v; }, [](float acc, float v) { return acc + v; },
+                            [scale](vfloat acc) { return acc * scale; }, [scale](float acc) { return acc * scale; },
+                            out + (row * s.ow + ox) * s.c);
             }
         }
     }, pool_row_cost(s));
