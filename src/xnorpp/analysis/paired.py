@@ -37,9 +37,7 @@ class Arm:
     def parse(cls, spec: str) -> "Arm":
         """``LABEL=FOLDER:SCALING`` or ``FOLDER:SCALING`` (then the label is the scaling). The label is what comes
         before the last ``=``, so it may hold one itself (``Γ=α=runs/cmp:gamma-o-h-w``)."""
-        label, sep, rest = spec.rpartition("=")
-        if not sep:
-            label, rest = "", spec
+        label, _, rest = spec.rpartition("=")  # no "=": label "" and rest the whole spec
         folder, sep, scaling = rest.rpartition(":")
         if not sep or not folder or not scaling:
             raise ValueError(f"arm {spec!r}: write LABEL=FOLDER:SCALING (e.g. 'Γ=α=runs/cmp-alpha:gamma-o-h-w') "
