@@ -175,6 +175,9 @@ NB_MODULE(_core, m) {
     m.def("hold_workers", &hold_workers, nb::arg("hold"),
           "hold_workers(True) ... hold_workers(False) around a sequence of kernel calls: idle kernel threads wait "
           "for the next one by spinning (at most 5 ms) instead of sleeping.");
+    m.def("recycle_buffers", [](bool on) { return BufferCache::instance().set_enabled(on); }, nb::arg("on"),
+          "Whether freed output arrays keep their memory for the next ones of the same size (default True: no "
+          "page faults on repeated calls, up to 256 MiB held); returns the previous setting. False frees them.");
     m.def("num_threads", &num_threads, "Threads used by the kernels.");
     m.def("set_num_threads", &set_num_threads, nb::arg("threads"), "Set the number of kernel threads (>= 1).");
     m.def("pack", &pack, nb::arg("x"), nb::arg("layout") = "nhwc", nb::arg("groups") = 1,

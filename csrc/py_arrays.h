@@ -7,9 +7,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
+#include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core.h"
@@ -73,15 +77,104 @@ inline const T* checked(const InArray& a, const char* what, std::initializer_lis
     return static_cast<const T*>(a.data());
 }
 
+// The output arrays' memory, recycled. A model allocates the same sizes on every call, and a fresh large block
+// costs a page fault per 4 KiB page on first touch (glibc maps large blocks anew and unmaps them on free): a
+// binary ResNet-18 call at batch 1 took 12.1 ms with fresh blocks and 6.7 ms without the faults (Intel Xeon,
+// 1 thread). Freed blocks wait here, most recent first, up to kCapBytes in all; the oldest go back beyond that.
+class BufferCache {
+public:
+    static constexpr size_t kCapBytes = size_t(256) << 20;
+    static constexpr size_t kMaxBlocks = 256;
+
+    static BufferCache& instance() {
+        static BufferCache* cache = new BufferCache;  // never destroyed: arrays may be freed after static teardown
+        return *cache;
+    }
+
+    // A block of `bytes`, 64-byte aligned (a cache line, an AVX-512 vector): a recycled one of that size if any.
+    void* take(size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (size_t i = blocks_.size(); i-- > 0;) {
+                if (blocks_[i].bytes == bytes) {
+                    void* p = blocks_[i].data;
+                    blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(i));
+                    cached_ -= bytes;
+                    return p;
+                }
+            }
+        }
+        return ::operator new(bytes, kAlign);
+    }
+
+    void give(void* p, size_t bytes) noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!enabled_ || bytes > kCapBytes) return ::operator delete(p, kAlign);
+        while (!blocks_.empty() && (cached_ + bytes > kCapBytes || blocks_.size() == kMaxBlocks)) {
+            ::operator delete(blocks_.front().data, kAlign);  // the oldest makes room
+            cached_ -= blocks_.front().bytes;
+            blocks_.erase(blocks_.begin());
+        }
+        blocks_.push_back({p, bytes});  // never allocates: reserved
+        cached_ += bytes;
+    }
+
+    // Off: every block is fresh and goes back at once (the cached ones too). Returns the previous setting.
+    bool set_enabled(bool enabled) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const Block& b : blocks_) ::operator delete(b.data, kAlign);
+        blocks_.clear();
+        cached_ = 0;
+        return std::exchange(enabled_, enabled);
+    }
+
+private:
+    struct Block {
+        void* data;
+        size_t bytes;
+    };
+    static constexpr std::align_val_t kAlign{64};
+    BufferCache() { blocks_.reserve(kMaxBlocks); }  // push_back never allocates (give is noexcept)
+    std::mutex mutex_;
+    std::vector<Block> blocks_;  // oldest first
+    size_t cached_ = 0;
+    bool enabled_ = true;
+};
+
 template <class T>
 inline nb::ndarray<nb::numpy, T> new_array(const std::vector<size_t>& shape, T** data) {
     size_t n = 1;
     for (size_t s : shape) n *= s;
-    T* buf = new T[n > 0 ? n : 1];  // every kernel writes all of it (packed words are assigned)
-    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    // Every kernel writes all of it (packed words are assigned), so a recycled block needs no clearing. The
+    // block's size rides in a header in front of the data, for the capsule's deleter.
+    constexpr size_t kHeader = 64;
+    const size_t bytes = kHeader + sizeof(T) * (n > 0 ? n : 1);
+    auto* block = static_cast<unsigned char*>(BufferCache::instance().take(bytes));
+    *reinterpret_cast<size_t*>(block) = bytes;
+    T* buf = reinterpret_cast<T*>(block + kHeader);
+    nb::capsule owner(block, [](void* p) noexcept { BufferCache::instance().give(p, *static_cast<size_t*>(p)); });
     *data = buf;
     return nb::ndarray<nb::numpy, T>(buf, shape.size(), shape.data(), owner);
 }
+
+// A kernel call's temporary array (a zero-padded copy of its input), filled with `fill`; its block is recycled
+// like the outputs'.
+template <class T>
+class Scratch {
+public:
+    Scratch(size_t n, T fill)
+        : bytes_(sizeof(T) * std::max<size_t>(n, 1)), data_(static_cast<T*>(BufferCache::instance().take(bytes_))) {
+        std::fill_n(data_, n, fill);
+    }
+    ~Scratch() { BufferCache::instance().give(data_, bytes_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    T* data() const { return data_; }
+
+private:
+    size_t bytes_;
+    T* data_;
+};
 
 // A copy of an optional float array of `size` values, zero padded to `padded` (0: no padding).
 inline std::vector<float> optional_vector(const std::optional<InArray>& a, const char* what, size_t size,

@@ -58,15 +58,15 @@ public:
         FloatStage st{ptr_or_null(bias_), ptr_or_null(scale_), ptr_or_null(shift_), ptr_or_null(slope_), relu_};
         {
             nb::gil_scoped_release release;
-            std::vector<float> padded;
+            std::optional<Scratch<float>> padded;
             const float* input = xd;
             if (s.h != h || s.w != w) {  // zero padding, materialized once (cheap next to the convolution)
-                padded.assign(static_cast<size_t>(s.n * s.h * s.w * c_), 0.0f);
+                padded.emplace(static_cast<size_t>(s.n * s.h * s.w * c_), 0.0f);
                 for (int64_t n = 0; n < s.n; ++n)
                     for (int64_t y = 0; y < h; ++y)
                         std::copy(xd + ((n * h + y) * w) * c_, xd + ((n * h + y + 1) * w) * c_,
-                                  padded.begin() + ((n * s.h + y + geo_.padding[0]) * s.w + geo_.padding[2]) * c_);
-                input = padded.data();
+                                  padded->data() + ((n * s.h + y + geo_.padding[0]) * s.w + geo_.padding[2]) * c_);
+                input = padded->data();
             }
             (depthwise_ ? kernels_->float_depthwise : kernels_->float_conv)(s, input, blocks_.data(), st, out);
         }

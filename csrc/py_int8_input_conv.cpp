@@ -87,7 +87,7 @@ public:
         std::atomic<bool> nan{false};
         {
             nb::gil_scoped_release release;
-            std::vector<uint8_t> codes(static_cast<size_t>(n * s.h * s.w * c_ + int8_input_slack(c_, s.sw)), 0);
+            const Scratch<uint8_t> codes(static_cast<size_t>(n * s.h * s.w * c_ + int8_input_slack(c_, s.sw)), 0);
             const int64_t row = w * c_;
             parallel_for(n * h, [&](int64_t rb, int64_t re) {
                 bool ok = true;

@@ -63,6 +63,35 @@ def test_input_checks(packed_path):
         _core.hold_workers(False)
 
 
+def test_output_memory_is_recycled_but_never_shared(packed_path):
+    """Freed output arrays lend their memory to the next ones of the same size (no page faults on repeated
+    calls): a recycled block's old contents never reach a result, and an array the caller holds is never reused."""
+    m = runtime.load(packed_path)
+    xa, xb = _x(), -2 * _x()
+    assert _core.recycle_buffers(False) is True  # on by default
+    try:
+        fresh_a, fresh_b = m(xa), m(xb)
+        assert not np.array_equal(fresh_a, fresh_b)
+        assert _core.recycle_buffers(True) is False
+        held = m(xa)
+        for _ in range(3):  # every intermediate now comes from a block of the calls before, with its values
+            recycled_b = m(xb)
+        np.testing.assert_array_equal(recycled_b, fresh_b)
+        np.testing.assert_array_equal(held, fresh_a)  # held through the calls: not recycled under the caller
+        image = np.arange(3 * 40 * 50, dtype=np.float32).reshape(1, 3, 40, 50)
+        for _ in range(5):  # the block of a freed array waits for its size; a smaller array does not take it
+            first = _core.to_nhwc(image)
+            address = first.ctypes.data
+            del first
+            smaller = _core.to_nhwc(image[:, :, :20].copy())
+            second = _core.to_nhwc(image[:, ::-1].copy())
+            assert second.ctypes.data == address and address % 64 == 0
+            np.testing.assert_array_equal(second, image[:, ::-1].transpose(0, 2, 3, 1))
+            del smaller, second
+    finally:
+        _core.recycle_buffers(True)
+
+
 def test_truncated_file(packed_path, tmp_path):
     blob = packed_path.read_bytes()
     for size in (0, 5, 8, 100, len(blob) // 2, len(blob) - 1):

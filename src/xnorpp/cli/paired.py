@@ -8,7 +8,7 @@ def register(subparsers) -> None:
         "paired", help="paired differences by seed and epoch between arms of comparison folders",
         description="Compare arms (one scaling's runs in one comparison folder made by `xnorpp compare`) paired by "
                     "seed, at every epoch: each arm's test top-1 curves and its mean difference to the reference "
-                    "arm with a 95 %% interval. Arms may come from folders trained with other model options, e.g. "
+                    "arm with a 95 % interval. Arms may come from folders trained with other model options, e.g. "
                     "Γ initialised to 1 and to α. Writes paired.md, paired.json and two plots into OUT_DIR.")
     p.add_argument("--arm", action="append", required=True, metavar="LABEL=FOLDER:SCALING", dest="arms",
                    help="an arm (repeat; FOLDER:SCALING alone is labelled with its scaling), e.g. "
