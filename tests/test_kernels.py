@@ -151,17 +151,19 @@ def test_fused_stage_float(isa):
                                   _core.pack(conv_f.forward(xp), scale=post_mul, shift=post_add))
 
 
-def test_to_nhwc_is_numpys_transpose_bit_for_bit():
+def test_to_nhwc_is_numpys_transpose_bit_for_bit(isa):
     rng = np.random.default_rng(11)
-    for shape in [(1, 3, 224, 224), (2, 1, 28, 28), (3, 5, 7, 9), (1, 70, 1, 1)]:
+    for shape in [(1, 3, 224, 224), (2, 1, 28, 28), (2, 4, 5, 6), (3, 5, 7, 9), (1, 70, 1, 1)]:  # C 1, 3, 4: own code
         x = rng.standard_normal(shape).astype(np.float32)
         x.flat[:3] = [-0.0, np.inf, -np.inf]
         got = _core.to_nhwc(x)
         assert got.shape == (shape[0], shape[2], shape[3], shape[1]) and got.flags.c_contiguous
         np.testing.assert_array_equal(got.view(np.uint32), x.transpose(0, 2, 3, 1).view(np.uint32))
-        x.flat[-1] = np.nan  # the last value, so that every row is read before it is found
-        with pytest.raises(_core.NaNError, match="input contains NaN"):
-            _core.to_nhwc(x)
+        for where in (x.size - 1, x[0, 0].size * (shape[1] // 2) + 1):  # last value; a middle channel's
+            y = x.copy()
+            y.flat[where] = np.nan
+            with pytest.raises(_core.NaNError, match="input contains NaN"):
+                _core.to_nhwc(y)
     with pytest.raises(ValueError, match="expected 4 dimensions"):
         _core.to_nhwc(np.zeros((3, 4, 5), np.float32))
     with pytest.raises(TypeError, match="float32"):
