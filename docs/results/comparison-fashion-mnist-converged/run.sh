@@ -30,7 +30,11 @@ XNOR=xnor=runs/converged-fmnist:xnor G1="Γ=1=runs/converged-fmnist:gamma-o-h-w"
 GA="Γ=α=runs/converged-fmnist-alpha:gamma-o-h-w" FLOAT=float=runs/converged-fmnist-float:float
 $X paired --arm "$XNOR" --arm "$G1" --arm "$GA" --arm "$FLOAT" -o $OUT
 $X paired --arm "$G1" --arm "$GA" -o $OUT/gamma-init
-# Each run's config.json, metrics.csv and result.json beside the page (runs/ itself is not in git).
+# Each folder's comparison.md/.json and each run's config.json, metrics.csv and result.json beside the page
+# (runs/ itself is not in git).
+for folder in runs/converged-fmnist*; do
+  mkdir -p "$OUT/$folder" && cp "$folder/comparison.md" "$folder/comparison.json" "$OUT/$folder/"
+done
 for run in runs/converged-fmnist*/*-seed*; do
   [ -f "$run/result.json" ] || continue
   mkdir -p "$OUT/$run" && cp "$run/config.json" "$run/metrics.csv" "$run/result.json" "$OUT/$run/"
