@@ -14,7 +14,13 @@ wait
 # Both scalings and every seed in one table (finished runs are skipped: this trains nothing).
 $X compare runs/two-step-fmnist $COMMON --scalings xnor gamma-o-h-w --seeds 0 1 2
 OUT=docs/results/comparison-fashion-mnist-two-step
-$X paired --arm xnor=runs/two-step-fmnist:xnor --arm "Γ=1=runs/two-step-fmnist:gamma-o-h-w" -o $OUT
+XNOR2="xnor (two-step)=runs/two-step-fmnist:xnor" G2="Γ=1 (two-step)=runs/two-step-fmnist:gamma-o-h-w"
+$X paired --arm "$XNOR2" --arm "$G2" -o $OUT
+# Against the same seeds' fast-cpu runs of ../comparison-fashion-mnist-converged (its run.sh trains them): the recipe.
+$X paired --arm "$XNOR2" --arm "$G2" --arm "xnor (fast-cpu)=runs/converged-fmnist:xnor" \
+  --arm "Γ=1 (fast-cpu)=runs/converged-fmnist:gamma-o-h-w" -o $OUT/recipes
+# The folder's comparison.md/.json and each run's config.json, metrics.csv and result.json beside the pages.
+mkdir -p "$OUT/runs/two-step-fmnist" && cp runs/two-step-fmnist/comparison.md runs/two-step-fmnist/comparison.json "$OUT/runs/two-step-fmnist/"
 for run in runs/two-step-fmnist/*-seed*; do
   [ -f "$run/result.json" ] || continue
   mkdir -p "$OUT/$run" && cp "$run/config.json" "$run/metrics.csv" "$run/result.json" "$OUT/$run/"
